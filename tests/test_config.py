@@ -1,0 +1,122 @@
+"""minimask.Config: presets equal torchvision's values, provenance is complete, bad values fail."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+
+import pytest
+from torchvision.models.detection import faster_rcnn, mask_rcnn
+
+from minimask.config import Config, config_table
+
+
+def _tv_default(fn, name):
+    return inspect.signature(fn).parameters[name].default
+
+
+def test_torchvision_preset_matches_torchvision_constructor_defaults():
+    """Oracle: the keyword defaults of torchvision's FasterRCNN/MaskRCNN constructors."""
+    cfg = Config.torchvision_r50()
+    assert cfg == Config()
+    same_name = [
+        "min_size", "max_size", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train",
+        "rpn_post_nms_top_n_test", "rpn_nms_thresh", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh",
+        "rpn_batch_size_per_image", "rpn_positive_fraction", "rpn_score_thresh", "box_score_thresh",
+        "box_nms_thresh", "box_detections_per_img", "box_fg_iou_thresh", "box_bg_iou_thresh",
+        "box_batch_size_per_image", "box_positive_fraction",
+    ]  # fmt: skip
+    for name in same_name:
+        assert getattr(cfg, name) == _tv_default(faster_rcnn.FasterRCNN.__init__, name), name
+    # values torchvision computes when left as None or hard-codes
+    tv = mask_rcnn.MaskRCNN.__init__
+    assert _tv_default(tv, "num_classes") is None  # set by the builder: 91
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    assert cfg.num_classes == model.roi_heads.box_predictor.cls_score.out_features
+    assert tuple(cfg.image_mean) == tuple(model.transform.image_mean)
+    assert tuple(cfg.image_std) == tuple(model.transform.image_std)
+    assert cfg.size_divisible == model.transform.size_divisible
+    assert cfg.anchor_sizes == model.rpn.anchor_generator.sizes
+    assert all(r == cfg.aspect_ratios for r in model.rpn.anchor_generator.aspect_ratios)
+    assert cfg.rpn_min_size == model.rpn.min_size
+    assert cfg.rpn_bbox_reg_weights == model.rpn.box_coder.weights
+    assert cfg.bbox_reg_weights == model.roi_heads.box_coder.weights
+    assert cfg.bbox_xform_clip == model.roi_heads.box_coder.bbox_xform_clip
+    assert cfg.box_roi_output_size == model.roi_heads.box_roi_pool.output_size[0]
+    assert cfg.box_roi_sampling_ratio == model.roi_heads.box_roi_pool.sampling_ratio
+    assert cfg.mask_roi_output_size == model.roi_heads.mask_roi_pool.output_size[0]
+    assert cfg.mask_roi_sampling_ratio == model.roi_heads.mask_roi_pool.sampling_ratio
+    assert cfg.box_head_dim == model.roi_heads.box_head.fc7.out_features
+    assert cfg.fpn_out_channels == model.backbone.out_channels
+    assert cfg.mask_head_layers == tuple(m[0].out_channels for m in model.roi_heads.mask_head)
+    assert cfg.mask_predictor_dim == model.roi_heads.mask_predictor.conv5_mask.out_channels
+    assert cfg.canonical_scale == 224 and cfg.canonical_level == 4  # MultiScaleRoIAlign defaults
+    assert _tv_default(type(model.roi_heads.box_roi_pool).__init__, "canonical_scale") == cfg.canonical_scale
+    assert _tv_default(type(model.roi_heads.box_roi_pool).__init__, "canonical_level") == cfg.canonical_level
+
+
+def test_every_field_has_provenance_and_table_renders():
+    """Each field records its chapter, torchvision value, Detectron2 key (may be empty) and note."""
+    for f in dataclasses.fields(Config):
+        assert set(f.metadata) == {"chapter", "torchvision", "detectron2", "note"}, f.name
+        assert 1 <= f.metadata["chapter"] <= 11
+    rows = config_table(Config.shapes())
+    assert len(rows) == len(dataclasses.fields(Config))
+    assert {r["name"]: r["value"] for r in rows}["min_size"] == 192
+    ch6 = config_table(chapter=6)
+    assert {r["name"] for r in ch6} >= {"box_score_thresh", "box_nms_thresh", "box_detections_per_img"}
+    assert {r["name"]: r for r in ch6}["box_score_thresh"]["detectron2"] == "MODEL.ROI_HEADS.SCORE_THRESH_TEST"
+
+
+def test_shapes_preset_is_valid_and_round_trips_through_json():
+    cfg = Config.shapes()
+    assert cfg.backbone == "small" and cfg.num_classes == 4
+    back = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg
+    with pytest.raises(ValueError, match="unknown Config field.*not_a_field"):
+        Config.from_dict({**cfg.to_dict(), "not_a_field": 1})
+
+
+def test_replace_validates_and_leaves_original():
+    cfg = Config.shapes()
+    new = dataclasses.replace(cfg, box_score_thresh=0.3)
+    assert new.box_score_thresh == 0.3 and cfg.box_score_thresh == 0.05
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.box_score_thresh = 0.2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "changes, field_name, allowed",
+    [
+        ({"box_nms_thresh": 1.5}, "box_nms_thresh", r"in \[0, 1\]"),
+        ({"rpn_fg_iou_thresh": -0.1}, "rpn_fg_iou_thresh", r"in \[0, 1\]"),
+        ({"rpn_pre_nms_top_n_test": -5}, "rpn_pre_nms_top_n_test", "positive integer"),
+        ({"box_detections_per_img": 0}, "box_detections_per_img", "positive integer"),
+        ({"aspect_ratios": ()}, "aspect_ratios", "non-empty"),
+        ({"aspect_ratios": (1.0, -2.0)}, "aspect_ratios", "positive ratios"),
+        ({"anchor_sizes": ()}, "anchor_sizes", "non-empty"),
+        ({"anchor_sizes": ((32,), (64,), (), (256,), (512,))}, "anchor_sizes", "non-empty tuples"),
+        ({"anchor_sizes": ((32,), (64,), (128, 150), (256,), (512,))}, "anchor_sizes", "same number"),
+        ({"min_size": 900, "max_size": 800}, "min_size", "max_size"),
+        ({"num_classes": 1}, "num_classes", "background"),
+        ({"backbone": "vgg"}, "backbone", "one of"),
+        ({"mask_paste": "nearest"}, "mask_paste", "one of"),
+        ({"image_std": (0.2, 0.0, 0.2)}, "image_std", "positive"),
+        ({"image_mean": (0.5, 0.5)}, "image_mean", "three"),
+        ({"bbox_reg_weights": (10.0, 10.0, 5.0)}, "bbox_reg_weights", "four positive"),
+        ({"rpn_bg_iou_thresh": 0.8}, "rpn_bg_iou_thresh", "rpn_fg_iou_thresh"),
+        ({"box_score_thresh": float("nan")}, "box_score_thresh", "finite"),
+        ({"min_size": 800.5}, "min_size", "integer"),
+        ({"fpn_norm": 1}, "fpn_norm", "True or False"),
+        ({"mask_head_layers": [256, 256]}, "mask_head_layers", "tuple"),
+        ({"trainable_backbone_layers": 7}, "trainable_backbone_layers", "0..5"),
+        ({"box_roi_sampling_ratio": -1}, "box_roi_sampling_ratio", ">= 0"),
+    ],
+)
+def test_invalid_values_fail_naming_field_and_range(changes, field_name, allowed):
+    """Bad values are refused at construction with the field's name and the allowed range."""
+    with pytest.raises(ValueError, match=rf"Config\.{field_name} = .*invalid.*{allowed}"):
+        Config.shapes().replace(**changes)
