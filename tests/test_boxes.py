@@ -100,8 +100,11 @@ deltas_strategy = st.lists(
 @given(anchors=box_sets(min_n=1, max_n=10, min_side=0.0), data=st.data())
 def test_decode_equals_boxcoder_with_huge_deltas(weights, anchors, data):
     """Oracle: BoxCoder.decode_single, bit for bit, incl. zero-size anchors and huge deltas."""
-    deltas = torch.tensor(data.draw(st.lists(st.tuples(*[st.floats(-20.0, 20.0, width=32)] * 4),
-                                             min_size=len(anchors), max_size=len(anchors))))
+    deltas = torch.tensor(
+        data.draw(
+            st.lists(st.tuples(*[st.floats(-20.0, 20.0, width=32)] * 4), min_size=len(anchors), max_size=len(anchors))
+        )
+    )
     coder = BoxCoder(weights)
     ours = B.decode(deltas, anchors, weights)
     torch.testing.assert_close(ours, coder.decode_single(deltas, anchors), rtol=0, atol=0, equal_nan=True)

@@ -46,69 +46,107 @@ class Config:
     min_size: int = _f(800, 2, 800, "INPUT.MIN_SIZE_TEST", "short side after resizing")
     max_size: int = _f(1333, 2, 1333, "INPUT.MAX_SIZE_TEST", "cap on the long side")
     image_mean: tuple[float, float, float] = _f(
-        (0.485, 0.456, 0.406), 2, (0.485, 0.456, 0.406), "MODEL.PIXEL_MEAN",
-        "RGB in [0, 1]; Detectron2 uses BGR 0-255 [103.53, 116.28, 123.675]")
+        (0.485, 0.456, 0.406),
+        2,
+        (0.485, 0.456, 0.406),
+        "MODEL.PIXEL_MEAN",
+        "RGB in [0, 1]; Detectron2 uses BGR 0-255 [103.53, 116.28, 123.675]",
+    )
     image_std: tuple[float, float, float] = _f(
-        (0.229, 0.224, 0.225), 2, (0.229, 0.224, 0.225), "MODEL.PIXEL_STD",
-        "Detectron2's MSRA weights use [1, 1, 1]")
-    size_divisible: int = _f(32, 2, 32, "backbone size_divisibility",
-                             "padding multiple (GeneralizedRCNNTransform kwarg)")
+        (0.229, 0.224, 0.225), 2, (0.229, 0.224, 0.225), "MODEL.PIXEL_STD", "Detectron2's MSRA weights use [1, 1, 1]"
+    )
+    size_divisible: int = _f(
+        32, 2, 32, "backbone size_divisibility", "padding multiple (GeneralizedRCNNTransform kwarg)"
+    )
 
     # --- chapter 2, features: torchvision resnet_fpn_backbone / BackboneWithFPN --------------
-    backbone: str = _f("resnet50", 2, "resnet50", "MODEL.RESNETS.DEPTH",
-                       "'small' is our CPU-trainable ResNet of BasicBlocks")
+    backbone: str = _f(
+        "resnet50", 2, "resnet50", "MODEL.RESNETS.DEPTH", "'small' is our CPU-trainable ResNet of BasicBlocks"
+    )
     backbone_stem: tuple[int, ...] = _f(
-        (64,), 2, (64,), "MODEL.RESNETS.STEM_OUT_CHANNELS",
-        "channels of the stem conv(s); only read by the 'small' backbone")
+        (64,),
+        2,
+        (64,),
+        "MODEL.RESNETS.STEM_OUT_CHANNELS",
+        "channels of the stem conv(s); only read by the 'small' backbone",
+    )
     backbone_widths: tuple[int, int, int, int] = _f(
-        (256, 512, 1024, 2048), 2, (256, 512, 1024, 2048), "MODEL.RESNETS.RES2_OUT_CHANNELS",
-        "output channels of layer1-4; only read by the 'small' backbone")
-    backbone_norm: str = _f("batch", 2, "batch", "MODEL.RESNETS.NORM",
-                            "torchvision uses trainable BatchNorm when built with no weights, "
-                            "FrozenBatchNorm2d with pretrained weights; Detectron2 FrozenBN")
+        (256, 512, 1024, 2048),
+        2,
+        (256, 512, 1024, 2048),
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        "output channels of layer1-4; only read by the 'small' backbone",
+    )
+    backbone_norm: str = _f(
+        "batch",
+        2,
+        "batch",
+        "MODEL.RESNETS.NORM",
+        "torchvision uses trainable BatchNorm when built with no weights, "
+        "FrozenBatchNorm2d with pretrained weights; Detectron2 FrozenBN",
+    )
     frozen_bn_eps: float = _f(1e-5, 2, 1e-5, "", "overwritten to 0.0 when COCO_V1 weights load")
-    trainable_backbone_layers: int = _f(5, 2, 5, "MODEL.BACKBONE.FREEZE_AT",
-                                        "5 with no weights; 3 with pretrained weights")
+    trainable_backbone_layers: int = _f(
+        5, 2, 5, "MODEL.BACKBONE.FREEZE_AT", "5 with no weights; 3 with pretrained weights"
+    )
     fpn_out_channels: int = _f(256, 2, 256, "MODEL.FPN.OUT_CHANNELS")
     fpn_norm: bool = _f(False, 2, False, "MODEL.FPN.NORM", "BatchNorm in the FPN convs (v2 uses it)")
 
     # --- chapter 3, objectness: torchvision AnchorGenerator, RPNHead --------------------------
     anchor_sizes: tuple[tuple[int, ...], ...] = _f(
-        ((32,), (64,), (128,), (256,), (512,)), 3, ((32,), (64,), (128,), (256,), (512,)),
-        "MODEL.ANCHOR_GENERATOR.SIZES", "one tuple per FPN level")
+        ((32,), (64,), (128,), (256,), (512,)),
+        3,
+        ((32,), (64,), (128,), (256,), (512,)),
+        "MODEL.ANCHOR_GENERATOR.SIZES",
+        "one tuple per FPN level",
+    )
     aspect_ratios: tuple[float, ...] = _f(
-        (0.5, 1.0, 2.0), 3, (0.5, 1.0, 2.0), "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
-        "height / width; the same ratios at every level")
+        (0.5, 1.0, 2.0),
+        3,
+        (0.5, 1.0, 2.0),
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+        "height / width; the same ratios at every level",
+    )
     rpn_head_conv_depth: int = _f(1, 3, 1, "MODEL.RPN.CONV_DIMS", "v2 uses 2")
     rpn_bbox_reg_weights: tuple[float, float, float, float] = _f(
-        (1.0, 1.0, 1.0, 1.0), 3, "hard-coded in RegionProposalNetwork", "MODEL.RPN.BBOX_REG_WEIGHTS")
+        (1.0, 1.0, 1.0, 1.0), 3, "hard-coded in RegionProposalNetwork", "MODEL.RPN.BBOX_REG_WEIGHTS"
+    )
     rpn_fg_iou_thresh: float = _f(0.7, 3, 0.7, "MODEL.RPN.IOU_THRESHOLDS", "anchors at IoU >= are positive")
     rpn_bg_iou_thresh: float = _f(0.3, 3, 0.3, "MODEL.RPN.IOU_THRESHOLDS", "anchors at IoU < are negative")
     rpn_batch_size_per_image: int = _f(256, 3, 256, "MODEL.RPN.BATCH_SIZE_PER_IMAGE")
     rpn_positive_fraction: float = _f(0.5, 3, 0.5, "MODEL.RPN.POSITIVE_FRACTION")
-    rpn_smooth_l1_beta: float = _f(1 / 9, 3, "1/9, hard-coded in rpn.py", "MODEL.RPN.SMOOTH_L1_BETA",
-                                   "Detectron2 uses 0.0 (pure L1)")
+    rpn_smooth_l1_beta: float = _f(
+        1 / 9, 3, "1/9, hard-coded in rpn.py", "MODEL.RPN.SMOOTH_L1_BETA", "Detectron2 uses 0.0 (pure L1)"
+    )
 
     # --- chapter 4, longlist: torchvision RegionProposalNetwork.filter_proposals -------------
     rpn_pre_nms_top_n_train: int = _f(2000, 4, 2000, "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "per FPN level")
-    rpn_pre_nms_top_n_test: int = _f(1000, 4, 1000, "MODEL.RPN.PRE_NMS_TOPK_TEST",
-                                     "per FPN level; 6000 in defaults.py, 1000 in Base-RCNN-FPN.yaml")
-    rpn_post_nms_top_n_train: int = _f(2000, 4, 2000, "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-                                       "per image; Detectron2 keeps 1000")
+    rpn_pre_nms_top_n_test: int = _f(
+        1000, 4, 1000, "MODEL.RPN.PRE_NMS_TOPK_TEST", "per FPN level; 6000 in defaults.py, 1000 in Base-RCNN-FPN.yaml"
+    )
+    rpn_post_nms_top_n_train: int = _f(
+        2000, 4, 2000, "MODEL.RPN.POST_NMS_TOPK_TRAIN", "per image; Detectron2 keeps 1000"
+    )
     rpn_post_nms_top_n_test: int = _f(1000, 4, 1000, "MODEL.RPN.POST_NMS_TOPK_TEST", "per image")
     rpn_nms_thresh: float = _f(0.7, 4, 0.7, "MODEL.RPN.NMS_THRESH", "suppresses IoU > thresh, per level")
     rpn_score_thresh: float = _f(0.0, 4, 0.0, "", "P(object) >= thresh; a no-op at 0")
-    rpn_min_size: float = _f(1e-3, 4, "1e-3, hard-coded RegionProposalNetwork.min_size",
-                             "MODEL.PROPOSAL_GENERATOR.MIN_SIZE", "keep side >= (Detectron2: 0, keep >)")
+    rpn_min_size: float = _f(
+        1e-3,
+        4,
+        "1e-3, hard-coded RegionProposalNetwork.min_size",
+        "MODEL.PROPOSAL_GENERATOR.MIN_SIZE",
+        "keep side >= (Detectron2: 0, keep >)",
+    )
 
     # --- chapter 5, classification: torchvision MultiScaleRoIAlign, TwoMLPHead ----------------
-    num_classes: int = _f(91, 5, 91, "MODEL.ROI_HEADS.NUM_CLASSES",
-                          "includes background at index 0; Detectron2 counts foreground only")
+    num_classes: int = _f(
+        91, 5, 91, "MODEL.ROI_HEADS.NUM_CLASSES", "includes background at index 0; Detectron2 counts foreground only"
+    )
     box_roi_output_size: int = _f(7, 5, 7, "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION")
-    box_roi_sampling_ratio: int = _f(2, 5, 2, "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO",
-                                     "Detectron2 uses 0 (adaptive)")
-    roi_aligned: bool = _f(False, 5, False, "MODEL.ROI_BOX_HEAD.POOLER_TYPE",
-                           "Detectron2's ROIAlignV2 is aligned=True")
+    box_roi_sampling_ratio: int = _f(
+        2, 5, 2, "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "Detectron2 uses 0 (adaptive)"
+    )
+    roi_aligned: bool = _f(False, 5, False, "MODEL.ROI_BOX_HEAD.POOLER_TYPE", "Detectron2's ROIAlignV2 is aligned=True")
     canonical_scale: int = _f(224, 5, 224, "ROIPooler canonical_box_size")
     canonical_level: int = _f(4, 5, 4, "ROIPooler canonical_level")
     box_head_dim: int = _f(1024, 5, 1024, "MODEL.ROI_BOX_HEAD.FC_DIM", "TwoMLPHead representation_size")
@@ -117,33 +155,52 @@ class Config:
     box_batch_size_per_image: int = _f(512, 5, 512, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE")
     box_positive_fraction: float = _f(0.25, 5, 0.25, "MODEL.ROI_HEADS.POSITIVE_FRACTION")
     bbox_reg_weights: tuple[float, float, float, float] = _f(
-        (10.0, 10.0, 5.0, 5.0), 5, "None -> (10, 10, 5, 5) in RoIHeads", "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS")
-    bbox_xform_clip: float = _f(math.log(1000.0 / 16), 5, "log(1000/16), BoxCoder default",
-                                "_DEFAULT_SCALE_CLAMP (code constant)", "upper clamp on dw, dh before exp")
-    box_smooth_l1_beta: float = _f(1 / 9, 5, "1/9, hard-coded in fastrcnn_loss",
-                                   "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", "Detectron2 uses 0.0 (pure L1)")
+        (10.0, 10.0, 5.0, 5.0), 5, "None -> (10, 10, 5, 5) in RoIHeads", "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS"
+    )
+    bbox_xform_clip: float = _f(
+        math.log(1000.0 / 16),
+        5,
+        "log(1000/16), BoxCoder default",
+        "_DEFAULT_SCALE_CLAMP (code constant)",
+        "upper clamp on dw, dh before exp",
+    )
+    box_smooth_l1_beta: float = _f(
+        1 / 9,
+        5,
+        "1/9, hard-coded in fastrcnn_loss",
+        "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA",
+        "Detectron2 uses 0.0 (pure L1)",
+    )
 
     # --- chapter 6, shortlist: torchvision RoIHeads.postprocess_detections -------------------
     box_score_thresh: float = _f(0.05, 6, 0.05, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "keeps score > thresh")
     box_nms_thresh: float = _f(0.5, 6, 0.5, "MODEL.ROI_HEADS.NMS_THRESH_TEST", "per class; suppresses IoU >")
     box_detections_per_img: int = _f(100, 6, 100, "TEST.DETECTIONS_PER_IMAGE")
-    box_min_size: float = _f(1e-2, 6, "1e-2, hard-coded in postprocess_detections", "",
-                             "keep side >=, before NMS")
+    box_min_size: float = _f(1e-2, 6, "1e-2, hard-coded in postprocess_detections", "", "keep side >=, before NMS")
 
     # --- chapter 7, segmentation: torchvision MaskRCNNHeads, MaskRCNNPredictor, paste_masks ---
     mask_roi_output_size: int = _f(14, 7, 14, "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION")
-    mask_roi_sampling_ratio: int = _f(2, 7, 2, "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO",
-                                      "Detectron2 uses 0 (adaptive)")
-    mask_head_layers: tuple[int, ...] = _f((256, 256, 256, 256), 7, (256, 256, 256, 256),
-                                           "MODEL.ROI_MASK_HEAD.NUM_CONV / CONV_DIM")
+    mask_roi_sampling_ratio: int = _f(
+        2, 7, 2, "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", "Detectron2 uses 0 (adaptive)"
+    )
+    mask_head_layers: tuple[int, ...] = _f(
+        (256, 256, 256, 256), 7, (256, 256, 256, 256), "MODEL.ROI_MASK_HEAD.NUM_CONV / CONV_DIM"
+    )
     mask_head_dilation: int = _f(1, 7, 1, "")
     mask_predictor_dim: int = _f(256, 7, 256, "MODEL.ROI_MASK_HEAD.CONV_DIM", "deconv channels")
-    mask_threshold: float = _f(0.5, 7, "none in the model (docs: >= 0.5)",
-                               "detector_postprocess(mask_threshold=0.5)", "pixel is in the mask if >=")
-    mask_paste: str = _f("torchvision", 7, "torchvision", "",
-                         "'subpixel' samples the 28x28 mask over the continuous box, as Detectron2")
-    mask_paste_padding: int = _f(1, 7, "1, hard-coded in paste_masks_in_image", "",
-                                 "zero border in cells (torchvision paste only)")
+    mask_threshold: float = _f(
+        0.5,
+        7,
+        "none in the model (docs: >= 0.5)",
+        "detector_postprocess(mask_threshold=0.5)",
+        "pixel is in the mask if >=",
+    )
+    mask_paste: str = _f(
+        "torchvision", 7, "torchvision", "", "'subpixel' samples the 28x28 mask over the continuous box, as Detectron2"
+    )
+    mask_paste_padding: int = _f(
+        1, 7, "1, hard-coded in paste_masks_in_image", "", "zero border in cells (torchvision paste only)"
+    )
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -236,9 +293,19 @@ def _validate(c: Config) -> None:
         elif isinstance(f.default, tuple) and not isinstance(v, tuple):
             _fail(f.name, v, "a tuple")
     # probabilities and IoU thresholds live in [0, 1]
-    for name in ("rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_nms_thresh", "rpn_score_thresh",
-                 "rpn_positive_fraction", "box_fg_iou_thresh", "box_bg_iou_thresh",
-                 "box_positive_fraction", "box_score_thresh", "box_nms_thresh", "mask_threshold"):
+    for name in (
+        "rpn_fg_iou_thresh",
+        "rpn_bg_iou_thresh",
+        "rpn_nms_thresh",
+        "rpn_score_thresh",
+        "rpn_positive_fraction",
+        "box_fg_iou_thresh",
+        "box_bg_iou_thresh",
+        "box_positive_fraction",
+        "box_score_thresh",
+        "box_nms_thresh",
+        "mask_threshold",
+    ):
         if not 0.0 <= getattr(c, name) <= 1.0:
             _fail(name, getattr(c, name), "in [0, 1]")
     if c.rpn_bg_iou_thresh > c.rpn_fg_iou_thresh:
@@ -246,19 +313,39 @@ def _validate(c: Config) -> None:
     if c.box_bg_iou_thresh > c.box_fg_iou_thresh:
         _fail("box_bg_iou_thresh", c.box_bg_iou_thresh, f"<= box_fg_iou_thresh ({c.box_fg_iou_thresh})")
     # counts and sizes that must be positive
-    for name in ("min_size", "max_size", "size_divisible", "fpn_out_channels", "rpn_head_conv_depth",
-                 "rpn_batch_size_per_image", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test",
-                 "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "box_roi_output_size",
-                 "canonical_scale", "box_head_dim", "box_batch_size_per_image",
-                 "box_detections_per_img", "mask_roi_output_size", "mask_head_dilation",
-                 "mask_predictor_dim"):
+    for name in (
+        "min_size",
+        "max_size",
+        "size_divisible",
+        "fpn_out_channels",
+        "rpn_head_conv_depth",
+        "rpn_batch_size_per_image",
+        "rpn_pre_nms_top_n_train",
+        "rpn_pre_nms_top_n_test",
+        "rpn_post_nms_top_n_train",
+        "rpn_post_nms_top_n_test",
+        "box_roi_output_size",
+        "canonical_scale",
+        "box_head_dim",
+        "box_batch_size_per_image",
+        "box_detections_per_img",
+        "mask_roi_output_size",
+        "mask_head_dilation",
+        "mask_predictor_dim",
+    ):
         if getattr(c, name) < 1:
             _fail(name, getattr(c, name), "a positive integer (>= 1)")
     for name in ("box_roi_sampling_ratio", "mask_roi_sampling_ratio"):
         if getattr(c, name) < 0:
             _fail(name, getattr(c, name), ">= 0 (0 = adaptive)")
-    for name in ("rpn_min_size", "box_min_size", "rpn_smooth_l1_beta", "box_smooth_l1_beta",
-                 "frozen_bn_eps", "mask_paste_padding"):
+    for name in (
+        "rpn_min_size",
+        "box_min_size",
+        "rpn_smooth_l1_beta",
+        "box_smooth_l1_beta",
+        "frozen_bn_eps",
+        "mask_paste_padding",
+    ):
         if getattr(c, name) < 0:
             _fail(name, getattr(c, name), ">= 0")
     if c.bbox_xform_clip <= 0:
@@ -287,8 +374,11 @@ def _validate(c: Config) -> None:
     if len(c.anchor_sizes) != 5:
         _fail("anchor_sizes", c.anchor_sizes, "5 tuples, one per FPN level (P2-P6)")
     for level in c.anchor_sizes:
-        if (not isinstance(level, tuple) or len(level) == 0
-                or not all(isinstance(s, (int, float)) and s > 0 for s in level)):
+        if (
+            not isinstance(level, tuple)
+            or len(level) == 0
+            or not all(isinstance(s, (int, float)) and s > 0 for s in level)
+        ):
             _fail("anchor_sizes", c.anchor_sizes, "a tuple of non-empty tuples of positive sizes")
     if len({len(level) for level in c.anchor_sizes}) != 1:
         _fail("anchor_sizes", c.anchor_sizes, "the same number of sizes at every level (shared RPN head)")

@@ -68,24 +68,52 @@ def pipeline(ax: plt.Axes | None = None) -> Figure:
     ax.set_ylim(0, 4.6)
     ax.axis("off")
     # input and features, drawn as the start of the chain
-    ax.text(0.05, 4.35, "image  →  resize, normalise, pad (ch. 2)  →  ResNet + FPN features P2-P6 (ch. 2)",
-            fontsize=10, va="center", color="0.25")
+    ax.text(
+        0.05,
+        4.35,
+        "image  →  resize, normalise, pad (ch. 2)  →  ResNet + FPN features P2-P6 (ch. 2)",
+        fontsize=10,
+        va="center",
+        color="0.25",
+    )
     width, gap = 1.78, 0.19
     for i, (name, chapter, question, how) in enumerate(DECISIONS):
         x = 0.1 + i * (width + gap)
         colour = OKABE_ITO[i]
-        box = FancyBboxPatch((x, 0.55), width, 3.15, boxstyle="round,pad=0.02,rounding_size=0.12",
-                             facecolor=colour, alpha=0.22, edgecolor=colour, linewidth=2)
+        box = FancyBboxPatch(
+            (x, 0.55),
+            width,
+            3.15,
+            boxstyle="round,pad=0.02,rounding_size=0.12",
+            facecolor=colour,
+            alpha=0.22,
+            edgecolor=colour,
+            linewidth=2,
+        )
         ax.add_patch(box)
         ax.text(x + width / 2, 3.4, f"{i + 1}. {name}", ha="center", va="center", fontsize=10.5, weight="bold")
         ax.text(x + width / 2, 3.05, chapter, ha="center", va="center", fontsize=9, color="0.3")
-        ax.text(x + width / 2, 2.55, textwrap.fill(question, 17), ha="center", va="center", fontsize=9.5,
-                style="italic")
+        ax.text(
+            x + width / 2, 2.55, textwrap.fill(question, 17), ha="center", va="center", fontsize=9.5, style="italic"
+        )
         ax.text(x + width / 2, 1.3, textwrap.fill(how, 22), ha="center", va="top", fontsize=8, color="0.25")
         if i < len(DECISIONS) - 1:
-            ax.add_patch(FancyArrowPatch((x + width + 0.01, 2.1), (x + width + gap - 0.01, 2.1),
-                                         arrowstyle="-|>", mutation_scale=12, color="0.3"))
-    ax.text(11.95, 0.12, "→ boxes, labels, scores, masks in the original image (ch. 9); the trace of each (ch. 10)",
-            fontsize=9.5, ha="right", color="0.25")
+            ax.add_patch(
+                FancyArrowPatch(
+                    (x + width + 0.01, 2.1),
+                    (x + width + gap - 0.01, 2.1),
+                    arrowstyle="-|>",
+                    mutation_scale=12,
+                    color="0.3",
+                )
+            )
+    ax.text(
+        11.95,
+        0.12,
+        "→ boxes, labels, scores, masks in the original image (ch. 9); the trace of each (ch. 10)",
+        fontsize=9.5,
+        ha="right",
+        color="0.25",
+    )
     fig.tight_layout()
     return fig
