@@ -1,0 +1,201 @@
+"""Chapter 9. COCO box and mask AP of a model on a COCO-format data set, by pycocotools.
+
+``python -m minimask.evaluate --weights shapes --data data/shapes/val`` prints a table of
+pycocotools' ``COCOeval`` summary (AP@[.5:.95], AP50, AP75, AP per size, AR) for boxes and
+masks and writes it as JSON. AP is never computed by hand: detections are converted to COCO
+results (xywh boxes, RLE masks thresholded at ``cfg.mask_threshold``) and handed to COCOeval.
+
+``paste_ceiling`` measures what the mask paste alone allows: every ground-truth mask squeezed
+through the 28x28 mask target and pasted back, scored as a perfect detection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch import Tensor
+from tqdm import tqdm
+
+from minimask.config import Config
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def encode_masks(masks: Tensor, threshold: float) -> list[dict]:
+    """Soft masks ``Tensor[D, 1, H, W]`` -> COCO RLEs of ``mask >= threshold`` (counts as str)."""
+    if len(masks) == 0:
+        return []
+    binary = (masks[:, 0] >= threshold).to(torch.uint8).cpu().numpy()
+    rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+def to_coco_results(
+    output: dict[str, Tensor], image_id: int, label_to_category_id: dict[int, int], mask_threshold: float
+) -> list[dict]:
+    """One image's model output as COCO result entries (one per detection)."""
+    boxes = output["boxes"].detach().cpu()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    scores = output["scores"].detach().cpu().tolist()
+    labels = output["labels"].detach().cpu().tolist()
+    rles = encode_masks(output["masks"].detach(), mask_threshold) if "masks" in output else [None] * len(scores)
+    results = []
+    for box, score, label, rle in zip(xywh, scores, labels, rles, strict=True):
+        entry = {"image_id": int(image_id), "category_id": label_to_category_id[int(label)], "bbox": box,
+                 "score": float(score)}  # fmt: skip
+        if rle is not None:
+            entry["segmentation"] = rle
+        results.append(entry)
+    return results
+
+
+def coco_stats(coco_gt: COCO, results: list[dict], iou_type: str, image_ids: Sequence[int]) -> dict[str, float]:
+    """pycocotools COCOeval summary as a dict; all zeros when there is no detection at all."""
+    if not results:
+        return {name: 0.0 for name in STAT_NAMES}
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its own progress
+        coco_dt = coco_gt.loadRes(results)
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
+        ev.params.imgIds = list(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats, strict=True)}
+
+
+@torch.no_grad()
+def predict_dataset(model: torch.nn.Module, dataset, batch_size: int = 8, progress: bool = True) -> list[dict]:
+    """Run ``model`` over every image of a ``CocoDataset``; COCO result entries for all."""
+    model.eval()
+    device = next(model.parameters()).device
+    results: list[dict] = []
+    indices = range(len(dataset))
+    batches = [list(indices[i : i + batch_size]) for i in range(0, len(dataset), batch_size)]
+    for batch in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
+        items = [dataset[i] for i in batch]
+        outputs = model([img.to(device) for img, _ in items])
+        for (_, target), out in zip(items, outputs, strict=True):
+            results += to_coco_results(out, int(target["image_id"]), dataset.label_to_category_id,
+                                       model.config.mask_threshold)  # fmt: skip
+    return results
+
+
+def evaluate(model: torch.nn.Module, dataset, batch_size: int = 8, progress: bool = True) -> dict:
+    """Box and mask AP of ``model`` on ``dataset`` (a ``minimask.data.CocoDataset``)."""
+    start = time.perf_counter()
+    results = predict_dataset(model, dataset, batch_size, progress)
+    seconds = time.perf_counter() - start
+    coco_gt = dataset.coco
+    ids = dataset.image_ids
+    return {
+        "bbox": coco_stats(coco_gt, results, "bbox", ids),
+        "segm": coco_stats(coco_gt, results, "segm", ids),
+        "images": len(dataset),
+        "detections": len(results),
+        "seconds": round(seconds, 2),
+        "mask_paste": model.config.mask_paste,
+    }
+
+
+def gt_mask_targets(masks: Tensor, boxes: Tensor, size: int = 28) -> Tensor:
+    """The mask head's training target for each ground truth on its own box: ``Tensor[G, size, size]``.
+
+    As torchvision ``roi_heads.project_masks_on_boxes``: RoIAlign of the binary mask, spatial
+    scale 1, adaptive sampling, aligned=False, not thresholded.
+    """
+    from torchvision.ops import roi_align
+
+    rois = torch.cat([torch.arange(len(boxes), dtype=boxes.dtype)[:, None], boxes], dim=1)
+    return roi_align(masks[:, None].float(), rois, (size, size), 1.0)[:, 0]
+
+
+def paste_ceiling(dataset, cfg: Config, progress: bool = True) -> dict[str, float]:
+    """Mask AP of the ground truth itself after the 28x28 target and ``cfg.mask_paste``.
+
+    Every non-crowd ground-truth object becomes a detection with score 1, its exact box, and
+    the mask that a perfect mask head would predict (its own 28x28 target), pasted back into
+    the image. The AP this reaches is the best any model can reach with that paste.
+    """
+    from minimask.segmentation import paste_masks
+
+    results: list[dict] = []
+    for i in tqdm(range(len(dataset)), desc="ceiling", disable=not progress):
+        image, target = dataset[i]
+        keep = target["iscrowd"] == 0
+        boxes, masks, labels = target["boxes"][keep], target["masks"][keep], target["labels"][keep]
+        if len(boxes) == 0:
+            continue
+        probs = gt_mask_targets(masks, boxes, 28)
+        pasted = paste_masks(probs, boxes, tuple(image.shape[-2:]), cfg)
+        out = {"boxes": boxes, "labels": labels, "scores": torch.ones(len(boxes)), "masks": pasted}
+        results += to_coco_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
+    return coco_stats(dataset.coco, results, "segm", dataset.image_ids)
+
+
+def format_table(report: dict) -> str:
+    """A plain-text table of the AP numbers, one row per IoU type."""
+    head = f"{'':6}" + "".join(f"{n:>7}" for n in STAT_NAMES[:6])
+    rows = [head]
+    for kind in ("bbox", "segm", "ceiling"):
+        if kind in report:
+            rows.append(f"{kind:6}" + "".join(f"{report[kind][n]:7.3f}" for n in STAT_NAMES[:6]))
+    return "\n".join(rows)
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    from minimask.data import CocoDataset
+    from minimask.weights import load_pretrained
+
+    p = argparse.ArgumentParser(prog="python -m minimask.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--weights", default="shapes", help="'shapes' (the shipped model) or a .safetensors file")
+    p.add_argument("--data", default=None, help="COCO directory with annotations.json and images/ "
+                   "(default: the committed shapes val split)")  # fmt: skip
+    p.add_argument("--paste", choices=["torchvision", "subpixel"], default=None,
+                   help="mask paste (default: the one in the weights' config)")  # fmt: skip
+    p.add_argument("--ceiling", action="store_true", help="also measure the paste ceiling on the ground truth")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="JSON file for the numbers (default: print only)")
+    args = p.parse_args(list(argv) if argv is not None else None)
+
+    from minimask.data import SHAPES_VAL
+
+    data_dir = Path(args.data) if args.data else Path(SHAPES_VAL)
+    ann = data_dir / "annotations.json"
+    if not ann.is_file():
+        p.error(f"--data {data_dir}: no annotations.json there")
+    dataset = CocoDataset(ann, data_dir / "images")
+    model = load_pretrained(args.weights, device=args.device)
+    if args.paste:
+        model.config = model.config.replace(mask_paste=args.paste)
+    report = evaluate(model, dataset, args.batch_size)
+    report["weights"] = str(args.weights)
+    report["data"] = str(data_dir)
+    if args.ceiling:
+        report["ceiling"] = paste_ceiling(dataset, model.config)
+    print(format_table(report))
+    print(f"{report['images']} images, {report['detections']} detections, {report['seconds']} s, "
+          f"paste={report['mask_paste']}")  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Chapter 9. Train minimask on the shapes data set (or any COCO-format data), on CPU or GPU.
+
+``python -m minimask.train --config shapes --out runs/shapes`` generates the train split if it
+is missing, trains with AdamW (linear warm-up, then cosine decay), shows a progress bar with
+the running losses, writes a checkpoint it can resume from (``--resume``), a loss log
+(``loss_log.jsonl``, one line per iteration, plotted by chapter 9) and, at the end,
+``model.safetensors`` with the config in its metadata (``minimask.load_pretrained(path)``).
+
+Reproducible: the batch of every iteration, its flips and the model's own sampling come from
+seeded generators, so the same command gives the same weights (up to float noise), and a
+resumed run continues exactly where the checkpoint stopped. Under ``torchrun`` it trains with
+DistributedDataParallel (gloo on CPU, nccl on CUDA); each process takes its own share of
+every iteration's samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from minimask.config import Config
+
+PRESETS = {"shapes": Config.shapes, "torchvision_r50": Config.torchvision_r50}
+DEFAULT_TRAIN_DIR = Path(__file__).resolve().parents[2] / "data" / "shapes" / "train"
+TRAIN_SEED = 1  # the committed val split uses seed 0; train images must differ from val images
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything the loop needs besides the model's Config (written to ``settings.json``)."""
+
+    iterations: int = 2400
+    batch_size: int = 8
+    lr: float = 1.5e-3
+    weight_decay: float = 0.01
+    warmup: int = 100
+    grad_clip: float = 10.0
+    hflip: float = 0.5
+    seed: int = 0
+    checkpoint_every: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.warmup < 0 or not 0 <= self.hflip <= 1:
+            raise ValueError(f"invalid settings: lr={self.lr}, warmup={self.warmup}, hflip={self.hflip}")
+
+
+def learning_rate(it: int, s: TrainSettings) -> float:
+    """Linear warm-up from lr/1000 over ``warmup`` iterations, then cosine decay to 0."""
+    if it < s.warmup:
+        return s.lr * (0.001 + 0.999 * it / s.warmup)
+    progress = (it - s.warmup) / max(1, s.iterations - s.warmup)
+    return s.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def batch_indices(it: int, s: TrainSettings, n: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Dataset indices of one process's share of iteration ``it``.
+
+    The data are a stream of epochs, each a permutation seeded by (seed, epoch); iteration
+    ``it`` takes the next ``batch_size * world`` positions of that stream. Any iteration's batch
+    can be recomputed from scratch, which is what makes ``--resume`` exact.
+    """
+    out = []
+    for j in range(s.batch_size):
+        pos = (it * world + rank) * s.batch_size + j
+        epoch, k = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(s.seed * 100_003 + epoch))
+        out.append(int(perm[k]))
+    return out
+
+
+def hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+    """Mirror an image and its target left-right (boxes, masks)."""
+    w = image.shape[-1]
+    target = dict(target)
+    boxes = target["boxes"].clone()
+    boxes[:, 0], boxes[:, 2] = w - target["boxes"][:, 2], w - target["boxes"][:, 0]
+    target["boxes"] = boxes
+    target["masks"] = target["masks"].flip(-1)
+    return image.flip(-1), target
+
+
+def load_batch(dataset, indices: list[int], it: int, s: TrainSettings, rank: int = 0) -> tuple[list, list]:
+    """Images and targets (crowd regions removed) with seeded flips."""
+    from minimask.data import non_crowd
+
+    g = torch.Generator().manual_seed(s.seed * 7919 + it * 131 + rank)
+    flips = torch.rand(len(indices), generator=g) < s.hflip
+    images, targets = [], []
+    for i, flip in zip(indices, flips.tolist(), strict=True):
+        image, target = dataset[i]
+        target = non_crowd(target)
+        if flip:
+            image, target = hflip(image, target)
+        images.append(image)
+        targets.append({k: target[k] for k in ("boxes", "labels", "masks")})
+    return images, targets
+
+
+def _ensure_train_split(train_dir: Path, n: int, seed: int) -> None:
+    from minimask.data import make_shapes
+
+    if (train_dir / "annotations.json").is_file():
+        return
+    if train_dir.exists() and any(train_dir.iterdir()):
+        raise FileExistsError(f"{train_dir} exists, is not empty and has no annotations.json; remove it or "
+                              "pass --train-dir")  # fmt: skip
+    print(f"generating {n} training images into {train_dir} (seed {seed})", flush=True)
+    make_shapes(train_dir, "train", n, seed)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("MINIMASK_DEVICE", "") == "cuda" else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def train(
+    cfg: Config,
+    out: Path,
+    settings: TrainSettings,
+    train_dir: Path = DEFAULT_TRAIN_DIR,
+    n_train: int = 4000,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train and return the path of ``model.safetensors``. See the module docstring."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from minimask.data import CocoDataset
+    from minimask.model import MaskRCNN
+    from minimask.weights import save_weights
+
+    if device == "cuda":
+        os.environ["MINIMASK_DEVICE"] = "cuda"
+    rank, world = _distributed()
+    if device == "cuda" and world > 1:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    out = Path(out)
+    checkpoint = out / "checkpoint.pt"
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume and (out / "loss_log.jsonl").exists():
+            raise FileExistsError(f"{out} already holds a run (loss_log.jsonl); pass --resume to continue it "
+                                  "or choose another --out")  # fmt: skip
+        _ensure_train_split(Path(train_dir), n_train, TRAIN_SEED)
+    if world > 1:
+        dist.barrier()
+    dataset = CocoDataset(Path(train_dir) / "annotations.json", Path(train_dir) / "images")
+
+    torch.manual_seed(settings.seed)
+    model = MaskRCNN(cfg).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    start = 0
+    if resume:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["iteration"])
+        torch.set_rng_state(state["rng"][rank] if world > 1 else state["rng"][0])
+    else:
+        torch.manual_seed(settings.seed * 31 + rank)  # the model's own samplers draw from here
+    net = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    if rank == 0:
+        (out / "settings.json").write_text(json.dumps({"config": cfg.to_dict(), "settings": settings.__dict__,
+                                                       "train_dir": str(train_dir), "world_size": world}, indent=1))  # fmt: skip
+    log = open(out / "loss_log.jsonl", "a") if rank == 0 else None  # noqa: SIM115
+    bar = tqdm(range(start, settings.iterations), initial=start, total=settings.iterations, desc="train",
+               disable=not progress or rank != 0, dynamic_ncols=True)  # fmt: skip
+    t0, running = time.perf_counter(), {}
+    try:
+        for it in bar:
+            lr = learning_rate(it, settings)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images, targets = load_batch(dataset, batch_indices(it, settings, len(dataset), rank, world), it,
+                                         settings, rank)  # fmt: skip
+            images = [im.to(device) for im in images]
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            losses = net(images, targets)
+            total = sum(losses.values())
+            if not torch.isfinite(total):
+                raise FloatingPointError(
+                    f"iteration {it}: loss is {total.item()} ({ {k: v.item() for k, v in losses.items()} })"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            values = {k: float(v) for k, v in losses.items()}
+            running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in values.items()}
+            if rank == 0:
+                bar.set_postfix(loss=f"{sum(running.values()):.3f}", mask=f"{running.get('loss_mask', 0):.3f}")
+                log.write(json.dumps({"iteration": it, "lr": lr, "loss": float(total), **values,
+                                      "seconds": round(time.perf_counter() - t0, 2)}) + "\n")  # fmt: skip
+            if (it + 1) % settings.checkpoint_every == 0 or it + 1 == settings.iterations:
+                _save_checkpoint(checkpoint, model, optimizer, it + 1, rank, world)
+                if log:
+                    log.flush()
+    finally:
+        if log:
+            log.close()
+    path = out / "model.safetensors"
+    if rank == 0:
+        minutes = (time.perf_counter() - t0) / 60
+        save_weights(model.eval(), path, training={"iterations": settings.iterations, "batch_size": settings.batch_size,
+                                                   "world_size": world, "minutes": round(minutes, 2),
+                                                   "device": device, "images": len(dataset)})  # fmt: skip
+        print(f"wrote {path} after {minutes:.1f} min", flush=True)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return path
+
+
+def _save_checkpoint(path: Path, model, optimizer, iteration: int, rank: int, world: int) -> None:
+    rng = torch.get_rng_state()
+    if world > 1:
+        gathered = [torch.empty_like(rng) for _ in range(world)]
+        dist.all_gather(gathered, rng)
+    else:
+        gathered = [rng]
+    if rank == 0:
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+                    "rng": gathered}, tmp)  # fmt: skip
+        tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m minimask.train", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--config", default="shapes", help=f"a preset ({', '.join(PRESETS)}) or a JSON file of Config fields"
+    )
+    p.add_argument("--out", required=True, help="run directory: checkpoint, loss log, model.safetensors")
+    p.add_argument("--train-dir", default=str(DEFAULT_TRAIN_DIR), help="COCO train split (generated if missing)")
+    p.add_argument("--train-images", type=int, default=4000, help="how many images to generate if missing")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true")
+    for f, default in TrainSettings.__dataclass_fields__.items():
+        p.add_argument(f"--{f.replace('_', '-')}", type=type(default.default), default=default.default)
+    args = p.parse_args(argv)
+    if args.config in PRESETS:
+        cfg = PRESETS[args.config]()
+    elif Path(args.config).is_file():
+        cfg = Config.from_dict(json.loads(Path(args.config).read_text()))
+    else:
+        p.error(f"--config {args.config!r}: neither a preset ({', '.join(PRESETS)}) nor a JSON file")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available here")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = TrainSettings(**{f: getattr(args, f) for f in TrainSettings.__dataclass_fields__})
+    train(cfg, Path(args.out), settings, Path(args.train_dir), args.train_images, args.device, args.resume,
+          progress=not args.no_progress)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
