@@ -174,6 +174,8 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
+        if rank == 0:  # forget log lines written after the checkpoint: they will be run again
+            _truncate_log(out / "loss_log.jsonl", start)
         torch.set_rng_state(state["rng"][rank] if world > 1 else state["rng"][0])
     else:
         torch.manual_seed(settings.seed * 31 + rank)  # the model's own samplers draw from here
@@ -204,11 +206,11 @@ def train(
             total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimizer.step()
-            values = {k: float(v) for k, v in losses.items()}
+            values = {k: float(v.detach()) for k, v in losses.items()}
             running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in values.items()}
             if rank == 0:
                 bar.set_postfix(loss=f"{sum(running.values()):.3f}", mask=f"{running.get('loss_mask', 0):.3f}")
-                log.write(json.dumps({"iteration": it, "lr": lr, "loss": float(total), **values,
+                log.write(json.dumps({"iteration": it, "lr": lr, "loss": float(total.detach()), **values,
                                       "seconds": round(time.perf_counter() - t0, 2)}) + "\n")  # fmt: skip
             if (it + 1) % settings.checkpoint_every == 0 or it + 1 == settings.iterations:
                 _save_checkpoint(checkpoint, model, optimizer, it + 1, rank, world)
@@ -228,6 +230,12 @@ def train(
         dist.barrier()
         dist.destroy_process_group()
     return path
+
+
+def _truncate_log(path: Path, start: int) -> None:
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["iteration"] < start]
+        path.write_text("".join(ln + "\n" for ln in lines))
 
 
 def _save_checkpoint(path: Path, model, optimizer, iteration: int, rank: int, world: int) -> None:
