@@ -63,6 +63,13 @@ def to_coco_results(
     return results
 
 
+def coco_ground_truth(dataset) -> tuple[COCO, list[int]]:
+    """pycocotools' ``COCO`` of a ``CocoDataset``'s annotation file and its image ids, in order."""
+    with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints "loading annotations..."
+        coco = COCO(str(dataset.annotation_file))
+    return coco, list(dataset.ids)
+
+
 def coco_stats(coco_gt: COCO, results: list[dict], iou_type: str, image_ids: Sequence[int]) -> dict[str, float]:
     """pycocotools COCOeval summary as a dict; all zeros when there is no detection at all."""
     if not results:
@@ -99,8 +106,7 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int = 8, progress: boo
     start = time.perf_counter()
     results = predict_dataset(model, dataset, batch_size, progress)
     seconds = time.perf_counter() - start
-    coco_gt = dataset.coco
-    ids = dataset.image_ids
+    coco_gt, ids = coco_ground_truth(dataset)
     return {
         "bbox": coco_stats(coco_gt, results, "bbox", ids),
         "segm": coco_stats(coco_gt, results, "segm", ids),
@@ -143,7 +149,8 @@ def paste_ceiling(dataset, cfg: Config, progress: bool = True) -> dict[str, floa
         pasted = paste_masks(probs, boxes, tuple(image.shape[-2:]), cfg)
         out = {"boxes": boxes, "labels": labels, "scores": torch.ones(len(boxes)), "masks": pasted}
         results += to_coco_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
-    return coco_stats(dataset.coco, results, "segm", dataset.image_ids)
+    coco_gt, ids = coco_ground_truth(dataset)
+    return coco_stats(coco_gt, results, "segm", ids)
 
 
 def format_table(report: dict) -> str:
