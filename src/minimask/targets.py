@@ -1,0 +1,403 @@
+"""Training targets: which anchors and proposals are positive, negative or ignored, and why.
+
+Three decisions, one per head, each a function returning a frozen record:
+
+- ``rpn_targets`` (chapter 3): anchors matched to ground truth at IoU >= 0.7 / < 0.3, with the
+  low-quality rule, then 256 sampled per image. torchvision ``RegionProposalNetwork
+  .assign_targets_to_anchors`` + ``BalancedPositiveNegativeSampler``.
+- ``roi_targets`` (chapter 5): proposals (ground truth appended) matched at IoU 0.5, 512 sampled
+  per image, 25 % positives. torchvision ``RoIHeads.select_training_samples``.
+- ``mask_targets`` (chapter 7): each positive RoI's ground-truth mask cropped and resampled to
+  28x28. torchvision ``project_masks_on_boxes``.
+
+Both matchers are ``match`` (torchvision ``_utils.Matcher``) and both samplers are ``sample``
+(torchvision ``_utils.BalancedPositiveNegativeSampler``): the same torch calls in the same order,
+so that with the same random state the same anchors and proposals are drawn.
+
+Shape shorthand: ``A`` anchors, ``G`` ground-truth objects, ``P`` proposals, ``R`` proposals with
+the ground truth appended (P + G), ``S`` sampled RoIs, ``Q`` positive RoIs, ``M`` mask side (28).
+
+Crowd regions: a target may carry ``iscrowd`` (COCO). torchvision's model ignores that key (its
+reference scripts, ``references/detection/coco_utils.py``, drop crowd annotations before the
+model sees them) and Detectron2 drops them in its dataset mapper (``annotations_to_instances``
+is called on non-crowd annotations only). ``drop_crowd`` does the same here, so a crowd region
+is never a positive; anchors on it are judged against the other objects only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.ops import roi_align
+
+from minimask.boxes import encode, iou
+from minimask.config import Config
+
+# Reason codes, shared by every record below. ``reason_names`` of a record spells them with its
+# thresholds, e.g. "iou>=0.7" for POSITIVE_IOU in the RPN.
+POSITIVE_IOU = 0  # best IoU >= the foreground threshold
+LOW_QUALITY = 1  # below the threshold, but the best anchor/proposal for some object (RPN rule)
+NEGATIVE_IOU = 2  # best IoU < the background threshold
+BETWEEN = 3  # bg <= best IoU < fg: ignored, neither positive nor negative
+NO_GT = 4  # the image has no (non-crowd) objects: everything is background
+NOT_SAMPLED = 5  # a positive or negative that the sampler did not draw
+
+# torchvision Matcher's codes for unmatched predictions (_utils.py Matcher.BELOW_LOW_THRESHOLD...)
+BELOW_LOW_THRESHOLD = -1
+BETWEEN_THRESHOLDS = -2
+
+
+def reason_names(fg: float, bg: float) -> tuple[str, ...]:
+    """The reason codes spelled out with their thresholds (index = code)."""
+    return (f"iou>={fg:g}", "low_quality_best", f"iou<{bg:g}", "between", "no_gt", "not_sampled")
+
+
+def _count(codes: Tensor, names: tuple[str, ...]) -> dict[str, int]:
+    return {name: int((codes == k).sum()) for k, name in enumerate(names)}
+
+
+# --- matching -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Matches:
+    """Chapters 3 and 5: each prediction's best ground-truth object and the verdict on it."""
+
+    matched: Tensor  # (N,) int64 torchvision Matcher output: GT index, -1 below bg, -2 between
+    best_gt: Tensor  # (N,) int64 GT of highest IoU (argmax), whatever the verdict; -1 if no GT
+    iou: Tensor  # (N,) IoU with best_gt (0 if no GT)
+    label: Tensor  # (N,) int64 1 positive, 0 negative, -1 ignored
+    reason: Tensor  # (N,) int64 reason code (POSITIVE_IOU, LOW_QUALITY, NEGATIVE_IOU, BETWEEN, NO_GT)
+    reason_names: tuple[str, ...]  # code -> text, e.g. ("iou>=0.7", "low_quality_best", ...)
+
+    def counts(self) -> dict[str, int]:
+        """How many predictions got each reason."""
+        return _count(self.reason, self.reason_names)
+
+
+def match(iou_matrix: Tensor, fg: float, bg: float, allow_low_quality: bool) -> Matches:
+    """Chapter 3. Give each prediction (column) its best ground truth (row) and a verdict.
+
+    ``iou_matrix`` is ``Tensor[G, N]`` (objects x predictions). A prediction whose best IoU is
+    >= ``fg`` is positive, < ``bg`` negative, in between ignored. With ``allow_low_quality``
+    (the RPN's rule) every prediction tied at an object's highest IoU also becomes positive,
+    however low that IoU, but it keeps its own argmax object as target (which may be another
+    object); if an object overlaps nothing, every prediction at IoU 0 with it is tied.
+
+    Mirrors torchvision ``_utils.Matcher.__call__`` and ``set_low_quality_matches_`` call by call
+    (same ``max`` for the same tie-breaking), so ``matched`` equals the Matcher's output. One
+    difference: with no ground truth (G = 0) the Matcher raises and its callers branch to "all
+    background"; here ``match`` returns that directly (reason ``NO_GT``). Detectron2 ``Matcher``
+    (modeling/matcher.py) does the same with its labels [0, -1, 1].
+    """
+    if iou_matrix.dim() != 2:
+        raise ValueError(f"iou_matrix must be 2-D (objects x predictions), got shape {tuple(iou_matrix.shape)}")
+    if bg > fg:
+        raise ValueError(f"bg ({bg}) must be <= fg ({fg})")
+    names = reason_names(fg, bg)
+    num_gt, n = iou_matrix.shape
+    device = iou_matrix.device
+    if num_gt == 0 or n == 0:
+        minus = torch.full((n,), -1, dtype=torch.int64, device=device)
+        return Matches(
+            matched=minus,
+            best_gt=minus.clone(),
+            iou=torch.zeros(n, dtype=iou_matrix.dtype, device=device),
+            label=torch.zeros(n, dtype=torch.int64, device=device),
+            reason=torch.full((n,), NO_GT, dtype=torch.int64, device=device),
+            reason_names=names,
+        )
+
+    # 1. best object for each prediction (max over rows)
+    best_iou, best_gt = iou_matrix.max(dim=0)
+    # 2. verdict by threshold: below bg, between, or kept as a match
+    matched = best_gt.clone()
+    below = best_iou < bg
+    between = (best_iou >= bg) & (best_iou < fg)
+    matched[below] = BELOW_LOW_THRESHOLD
+    matched[between] = BETWEEN_THRESHOLDS
+    reason = torch.full((n,), POSITIVE_IOU, dtype=torch.int64, device=device)
+    reason[below] = NEGATIVE_IOU
+    reason[between] = BETWEEN
+    # 3. low-quality rule: every prediction tied at an object's highest IoU is a match, to its
+    #    own argmax object (torchvision Matcher.set_low_quality_matches_)
+    if allow_low_quality:
+        best_for_each_gt = iou_matrix.max(dim=1).values  # (G,)
+        rescued = torch.where(iou_matrix == best_for_each_gt[:, None])[1]
+        was_unmatched = torch.zeros(n, dtype=torch.bool, device=device)
+        was_unmatched[rescued] = matched[rescued] < 0
+        matched[rescued] = best_gt[rescued]
+        reason[was_unmatched] = LOW_QUALITY
+    label = torch.where(matched >= 0, 1, torch.where(matched == BELOW_LOW_THRESHOLD, 0, -1)).to(torch.int64)
+    return Matches(matched=matched, best_gt=best_gt, iou=best_iou, label=label, reason=reason, reason_names=names)
+
+
+# --- sampling -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sampled:
+    """Chapters 3 and 5: which positives and negatives one image contributes to the loss."""
+
+    positive: Tensor  # (Kp,) int64 indices of drawn positives, in draw order
+    negative: Tensor  # (Kn,) int64 indices of drawn negatives, in draw order
+    positive_mask: Tensor  # (N,) bool
+    negative_mask: Tensor  # (N,) bool
+    num_candidates: tuple[int, int]  # (positives, negatives) available before drawing
+    batch_size: int  # cfg.*_batch_size_per_image
+    positive_fraction: float  # cfg.*_positive_fraction
+
+    @property
+    def index(self) -> Tensor:
+        """(Kp + Kn,) sampled indices in increasing order (the order torchvision's RoI head uses)."""
+        return torch.where(self.positive_mask | self.negative_mask)[0]
+
+
+def sample(
+    labels: Tensor, batch_size: int, positive_fraction: float, generator: torch.Generator | None = None
+) -> Sampled:
+    """Chapter 3. Draw at most ``batch_size`` predictions, at most ``positive_fraction`` positive.
+
+    ``labels`` is ``Tensor[N]``: >= 1 positive (a class or 1.0), 0 negative, -1 ignored. Up to
+    int(batch_size * positive_fraction) positives are drawn uniformly without replacement and
+    the rest of the batch is filled with negatives; with too few of either, all are taken.
+
+    Mirrors torchvision ``_utils.BalancedPositiveNegativeSampler.__call__`` for one image: one
+    ``torch.randperm`` over the positives, then one over the negatives, on the labels' device,
+    so the same random state draws the same indices. ``generator=None`` uses torch's global
+    generator, as torchvision does. Detectron2 ``subsample_labels`` (modeling/sampling.py)
+    draws the same way.
+    """
+    if labels.dim() != 1:
+        raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
+    positive = torch.where(labels >= 1)[0]
+    negative = torch.where(labels == 0)[0]
+    num_pos = min(positive.numel(), int(batch_size * positive_fraction))
+    num_neg = min(negative.numel(), batch_size - num_pos)
+    pos_perm = torch.randperm(positive.numel(), device=positive.device, generator=generator)[:num_pos]
+    neg_perm = torch.randperm(negative.numel(), device=negative.device, generator=generator)[:num_neg]
+    chosen_pos, chosen_neg = positive[pos_perm], negative[neg_perm]
+    pos_mask = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    neg_mask = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    pos_mask[chosen_pos] = True
+    neg_mask[chosen_neg] = True
+    return Sampled(
+        positive=chosen_pos,
+        negative=chosen_neg,
+        positive_mask=pos_mask,
+        negative_mask=neg_mask,
+        num_candidates=(positive.numel(), negative.numel()),
+        batch_size=batch_size,
+        positive_fraction=positive_fraction,
+    )
+
+
+def _final_reason(m: Matches, s: Sampled) -> Tensor:
+    """Matching reason, except NOT_SAMPLED for positives and negatives that were not drawn."""
+    undrawn = (m.label >= 0) & ~(s.positive_mask | s.negative_mask)
+    return torch.where(undrawn, torch.full_like(m.reason, NOT_SAMPLED), m.reason)
+
+
+# --- ground truth ---------------------------------------------------------------------------------
+def drop_crowd(target: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+    """Chapter 9. The target without its crowd objects, and the dropped rows (``Tensor[C]``).
+
+    Objects with ``iscrowd == 1`` are removed from ``boxes``, ``labels``, ``masks`` (and any
+    other per-object tensor) before matching, so they are never positives. torchvision's model
+    does not read ``iscrowd``; its reference training scripts filter crowd annotations out of
+    the data set instead (``references/detection/coco_utils.py``), as Detectron2 does.
+    """
+    crowd = target.get("iscrowd")
+    n = target["boxes"].shape[0]
+    if crowd is None:
+        return dict(target), torch.zeros(0, dtype=torch.int64, device=target["boxes"].device)
+    keep = crowd == 0
+    out = {k: (v[keep] if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == n else v) for k, v in target.items()}
+    return out, torch.where(~keep)[0]
+
+
+# --- RPN ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RpnTargets:
+    """Chapter 3: one image's anchors as the RPN loss sees them."""
+
+    anchors: Tensor  # (A, 4) xyxy, resized-image pixels
+    gt_boxes: Tensor  # (G, 4) the (non-crowd) ground truth
+    match: Matches  # per anchor: best GT, its IoU, the matching verdict and reason
+    sample: Sampled  # which positives and negatives were drawn
+    label: Tensor  # (A,) float 1 / 0 as the loss sees it; -1 = not in the loss (ignored or not drawn)
+    reason: Tensor  # (A,) int64 final reason code: the match reason, or NOT_SAMPLED
+    gt_index: Tensor  # (A,) int64 GT each positive regresses to; -1 for every other anchor
+    box_targets: Tensor  # (A, 4) encoded deltas anchor -> its GT (rows with label 1 only; 0 elsewhere)
+
+    @property
+    def reason_names(self) -> tuple[str, ...]:
+        return self.match.reason_names
+
+    def counts(self) -> dict[str, int]:
+        """Anchors per final reason, plus the drawn positives and negatives."""
+        out = _count(self.reason, self.reason_names)
+        out["sampled_positive"] = int(self.sample.positive.numel())
+        out["sampled_negative"] = int(self.sample.negative.numel())
+        return out
+
+
+def rpn_targets(anchors: Tensor, gt_boxes: Tensor, cfg: Config, generator: torch.Generator | None = None) -> RpnTargets:
+    """Chapter 3. Which anchors the RPN is taught to call objects, and where to move them.
+
+    1. IoU of every GT with every anchor; ``match`` at ``cfg.rpn_fg_iou_thresh`` /
+       ``cfg.rpn_bg_iou_thresh`` with the low-quality rule. No GT: every anchor negative.
+    2. ``sample`` ``cfg.rpn_batch_size_per_image`` anchors, ``cfg.rpn_positive_fraction`` positive.
+    3. Box targets: ``encode`` (weights ``cfg.rpn_bbox_reg_weights``) of each positive's GT.
+
+    torchvision ``RegionProposalNetwork.assign_targets_to_anchors`` (labels 1 / 0 / -1 equal
+    ``match.label``) then the sampler inside ``compute_loss``; Detectron2
+    ``RPN.label_and_sample_anchors`` (same rule; it also samples inside).
+    """
+    gt_boxes = gt_boxes.to(anchors.dtype)
+    m = match(iou(gt_boxes, anchors), cfg.rpn_fg_iou_thresh, cfg.rpn_bg_iou_thresh, allow_low_quality=True)
+    s = sample(m.label, cfg.rpn_batch_size_per_image, cfg.rpn_positive_fraction, generator)
+    positive = m.label == 1
+    gt_index = torch.where(positive, m.matched, -1)
+    box_targets = torch.zeros_like(anchors)
+    if positive.any():
+        box_targets[positive] = encode(gt_boxes[m.matched[positive]], anchors[positive], cfg.rpn_bbox_reg_weights)
+    drawn = s.positive_mask | s.negative_mask
+    label = torch.where(drawn, m.label, -1).to(anchors.dtype)
+    return RpnTargets(
+        anchors=anchors,
+        gt_boxes=gt_boxes,
+        match=m,
+        sample=s,
+        label=label,
+        reason=_final_reason(m, s),
+        gt_index=gt_index,
+        box_targets=box_targets,
+    )
+
+
+# --- box head -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RoiTargets:
+    """Chapter 5: one image's proposals (GT appended) as the box head's loss sees them."""
+
+    boxes: Tensor  # (R, 4) proposals then the G ground-truth boxes (torchvision add_gt_proposals)
+    proposal_index: Tensor  # (R,) int64 row in the longlist; -1 for an appended GT box
+    gt_boxes: Tensor  # (G, 4)
+    gt_labels: Tensor  # (G,) int64 classes 1..K
+    match: Matches  # per row: best GT, IoU, verdict (no low-quality rule here)
+    sample: Sampled  # drawn positives and negatives
+    class_label: Tensor  # (R,) int64 matching verdict as a class: GT class, 0 background, -1 ignored
+    reason: Tensor  # (R,) int64 final reason code (match reason or NOT_SAMPLED)
+    sampled_index: Tensor  # (S,) int64 rows of ``boxes`` fed to the head, increasing (torchvision's order)
+    sampled_boxes: Tensor  # (S, 4)
+    sampled_labels: Tensor  # (S,) int64 class target, 0 = background
+    sampled_gt: Tensor  # (S,) int64 matched GT (0 for background rows, as torchvision's clamp)
+    box_targets: Tensor  # (S, 4) encoded deltas proposal -> its GT (positives; 0 for background)
+
+    @property
+    def reason_names(self) -> tuple[str, ...]:
+        return self.match.reason_names
+
+    def counts(self) -> dict[str, int]:
+        out = _count(self.reason, self.reason_names)
+        out["sampled_positive"] = int(self.sample.positive.numel())
+        out["sampled_negative"] = int(self.sample.negative.numel())
+        return out
+
+
+def roi_targets(
+    proposals: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    cfg: Config,
+    generator: torch.Generator | None = None,
+) -> RoiTargets:
+    """Chapter 5. Which proposals the box head is taught as which class, and their box targets.
+
+    1. Append the GT boxes to the proposals, so each object has at least one perfect RoI.
+    2. ``match`` at ``cfg.box_fg_iou_thresh`` / ``cfg.box_bg_iou_thresh`` (no low-quality
+       rule): positive rows take their GT's class, the others background 0.
+    3. ``sample`` ``cfg.box_batch_size_per_image`` rows, ``cfg.box_positive_fraction`` positive;
+       the head sees them in increasing row order.
+    4. Box targets: ``encode`` (weights ``cfg.bbox_reg_weights``) of each positive's GT.
+
+    torchvision ``RoIHeads.select_training_samples`` (with ``add_gt_proposals``,
+    ``assign_targets_to_proposals``, ``subsample``); Detectron2
+    ``ROIHeads.label_and_sample_proposals`` (same rule; background is class K there).
+    """
+    gt_boxes = gt_boxes.to(proposals.dtype)
+    boxes = torch.cat((proposals, gt_boxes))
+    num_p, num_g = proposals.shape[0], gt_boxes.shape[0]
+    proposal_index = torch.cat(
+        (torch.arange(num_p, device=boxes.device), torch.full((num_g,), -1, dtype=torch.int64, device=boxes.device))
+    )
+    m = match(iou(gt_boxes, boxes), cfg.box_fg_iou_thresh, cfg.box_bg_iou_thresh, allow_low_quality=False)
+    gt_for_row = m.matched.clamp(min=0)  # torchvision clamps: background rows point at GT 0
+    if num_g > 0:
+        class_label = gt_labels.to(torch.int64)[gt_for_row]
+        class_label = torch.where(m.label == 1, class_label, m.label)  # 0 background, -1 ignored
+    else:
+        class_label = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
+    s = sample(class_label, cfg.box_batch_size_per_image, cfg.box_positive_fraction, generator)
+    idx = s.index
+    sampled_labels = class_label[idx]
+    sampled_gt = gt_for_row[idx]
+    box_targets = torch.zeros((idx.numel(), 4), dtype=boxes.dtype, device=boxes.device)
+    pos = sampled_labels > 0
+    if pos.any():
+        box_targets[pos] = encode(gt_boxes[sampled_gt[pos]], boxes[idx][pos], cfg.bbox_reg_weights)
+    return RoiTargets(
+        boxes=boxes,
+        proposal_index=proposal_index,
+        gt_boxes=gt_boxes,
+        gt_labels=gt_labels,
+        match=m,
+        sample=s,
+        class_label=class_label,
+        reason=_final_reason(m, s),
+        sampled_index=idx,
+        sampled_boxes=boxes[idx],
+        sampled_labels=sampled_labels,
+        sampled_gt=sampled_gt,
+        box_targets=box_targets,
+    )
+
+
+# --- mask head ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MaskTargets:
+    """Chapter 7: what each positive RoI's 28x28 mask should be."""
+
+    roi_index: Tensor  # (Q,) int64 row among RoiTargets' sampled rows (the positives, in order)
+    boxes: Tensor  # (Q, 4) the positive proposals (not refined boxes)
+    labels: Tensor  # (Q,) int64 class of the matched GT: the mask channel that is trained
+    gt_index: Tensor  # (Q,) int64 matched GT
+    masks: Tensor  # (Q, M, M) soft targets in [0, 1] (RoIAlign of the GT mask; no threshold)
+
+
+def project_masks(gt_masks: Tensor, boxes: Tensor, gt_index: Tensor, size: int) -> Tensor:
+    """Chapter 7. Crop each box's GT mask and resample it to ``size`` x ``size``: ``Tensor[Q, M, M]``.
+
+    RoIAlign on the full-resolution GT mask (``Tensor[G, H, W]``) with spatial scale 1,
+    adaptive sampling and aligned=False, so border cells get fractional values: soft targets.
+    torchvision ``roi_heads.project_masks_on_boxes``. Detectron2 instead rasterises or
+    RoIAligns with aligned=True and thresholds at 0.5 (binary targets).
+    """
+    rois = torch.cat((gt_index.to(boxes)[:, None], boxes), dim=1)
+    return roi_align(gt_masks[:, None].to(rois), rois, (size, size), 1.0)[:, 0]
+
+
+def mask_targets(roi: RoiTargets, gt_masks: Tensor, size: int = 28) -> MaskTargets:
+    """Chapter 7. Targets for the mask head: the positive sampled RoIs and their GT masks.
+
+    Only positives train the mask head, each on its GT class's channel; the box is the
+    proposal, not the refined box. torchvision ``RoIHeads.forward`` (``labels > 0``) and
+    ``maskrcnn_loss``; Detectron2 ``select_foreground_proposals`` + ``mask_rcnn_loss``.
+    """
+    pos = torch.where(roi.sampled_labels > 0)[0]
+    boxes = roi.sampled_boxes[pos]
+    gt_index = roi.sampled_gt[pos]
+    if pos.numel() == 0:
+        masks = torch.zeros((0, size, size), dtype=boxes.dtype, device=boxes.device)
+    else:
+        masks = project_masks(gt_masks, boxes, gt_index, size)
+    return MaskTargets(roi_index=pos, boxes=boxes, labels=roi.sampled_labels[pos], gt_index=gt_index, masks=masks)
