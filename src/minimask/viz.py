@@ -8,15 +8,23 @@ dotted; ground truth black dashed. Functions take a stage record or tensors and 
 
 from __future__ import annotations
 
+import sys
 import textwrap
 
 import matplotlib
 
-matplotlib.use("Agg")  # figures are built headless: the book and the tests have no screen
+# Scripts and tests have no screen: draw headless. Inside a Jupyter kernel (the book's build)
+# keep its inline backend, which is what turns a glued Figure into a PNG; forcing Agg there
+# leaves glue with nothing but the text "<Figure size ...>".
+if "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")
 
+import matplotlib.colors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noqa: E402
 
 # Okabe & Ito (2008), "Color Universal Design": eight colours distinguishable by most readers.
 OKABE_ITO = (
@@ -116,4 +124,151 @@ def pipeline(ax: plt.Axes | None = None) -> Figure:
         color="0.25",
     )
     fig.tight_layout()
+    return fig
+
+
+# --- chapter 1: data ---------------------------------------------------------------------------
+COCO_SIZE_BINS = (32, 96)  # sqrt(area) limits of COCO's small / medium / large (pycocotools areaRng)
+
+
+def _image_array(image) -> np.ndarray:
+    """(H, W, 3) float in [0, 1] from a float (3, H, W) tensor in [0, 1] or an (H, W, 3) uint8 array."""
+    if isinstance(image, torch.Tensor):
+        array = image.detach().cpu().float().numpy()
+        if array.ndim != 3 or array.shape[0] not in (1, 3):
+            raise ValueError(f"image tensor must be (3, H, W) or (1, H, W), got {tuple(array.shape)}")
+        array = np.repeat(array, 3, axis=0) if array.shape[0] == 1 else array
+        return np.clip(array.transpose(1, 2, 0), 0.0, 1.0)
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"image array must be (H, W, 3), got {array.shape}")
+    return array.astype(np.float64) / 255.0 if array.dtype == np.uint8 else np.clip(array, 0.0, 1.0)
+
+
+def _figure_and_axes(ax: plt.Axes | None, figsize: tuple[float, float]) -> tuple[Figure, plt.Axes]:
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def ground_truth(
+    image,
+    target: dict,
+    ax: plt.Axes | None = None,
+    class_names: tuple[str, ...] | list[str] | None = None,
+    title: str | None = None,
+    masks: bool = True,
+) -> Figure:
+    """Chapter 1. An image with its target: masks filled in the class colour, boxes black dashed.
+
+    ``target`` is a torchvision-style dict (``boxes`` xyxy, ``labels``, optional ``masks``
+    and ``iscrowd``). Crowd regions (``iscrowd == 1``) are grey and labelled "crowd": they
+    are in the annotation but are not objects to find.
+    """
+    picture = _image_array(image)
+    height, width = picture.shape[:2]
+    fig, ax = _figure_and_axes(ax, (4.0 * width / max(height, width) + 0.4, 4.0 * height / max(height, width)))
+    ax.imshow(picture, interpolation="nearest")
+    boxes = target["boxes"].detach().cpu().reshape(-1, 4).tolist()
+    labels = target["labels"].detach().cpu().tolist()
+    crowd = target.get("iscrowd", torch.zeros(len(labels), dtype=torch.int64)).detach().cpu().tolist()
+    names = list(class_names) if class_names is not None else None
+    if masks and "masks" in target and len(target["masks"]):
+        overlay = np.zeros((height, width, 4))
+        for mask, label, is_crowd in zip(target["masks"].detach().cpu().numpy(), labels, crowd, strict=True):
+            rgb = matplotlib.colors.to_rgb("0.5" if is_crowd else class_color(label))
+            overlay[mask.astype(bool)] = (*rgb, 0.55)
+            ax.contour(mask, levels=[0.5], colors=[rgb], linewidths=1.0)
+        ax.imshow(overlay, interpolation="nearest")
+    for (x1, y1, x2, y2), label, is_crowd in zip(boxes, labels, crowd, strict=True):
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **GT_STYLE))
+        name = names[label] if names is not None and label < len(names) else str(label)
+        inside = y1 < 0.06 * height  # a label above a box at the top edge would hit the title
+        ax.text(
+            x1 + (1 if inside else 0),
+            y1 + 1 if inside else y1 - 1,
+            "crowd" if is_crowd else name,
+            fontsize=7,
+            color="white",
+            va="top" if inside else "bottom",
+            bbox={"facecolor": "0.4" if is_crowd else class_color(label), "edgecolor": "none", "pad": 1},
+        )
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def object_sizes(
+    areas,
+    labels=None,
+    class_names: tuple[str, ...] | list[str] | None = None,
+    ax: plt.Axes | None = None,
+    bin_width: float = 4.0,
+) -> Figure:
+    """Chapter 1. Histogram of object size, sqrt(area) in pixels, against COCO's size bins.
+
+    COCO calls an object small below 32^2 px of area, large from 96^2 (pycocotools
+    ``COCOeval`` ``areaRng``); the bars are stacked by class when ``labels`` is given.
+    """
+    side = np.sqrt(np.asarray(areas, dtype=np.float64))
+    fig, ax = _figure_and_axes(ax, (6.4, 3.2))
+    top = max(float(side.max()) if side.size else 0.0, COCO_SIZE_BINS[1] + 8.0)
+    edges = np.arange(0.0, top + bin_width, bin_width)
+    if labels is None:
+        ax.hist(side, bins=edges, color=OKABE_ITO[4])
+    else:
+        labels = np.asarray(labels)
+        present = sorted(set(labels.tolist()))
+        ax.hist(
+            [side[labels == k] for k in present],
+            bins=edges,
+            stacked=True,
+            color=[class_color(k) for k in present],
+            label=[class_names[k] if class_names is not None else str(k) for k in present],
+        )
+        ax.legend(fontsize=8, frameon=False)
+    for limit in COCO_SIZE_BINS:
+        ax.axvline(limit, color="black", linestyle="--", linewidth=1.0)
+    counts = np.histogram(side, bins=[0.0, COCO_SIZE_BINS[0], COCO_SIZE_BINS[1], np.inf])[0]
+    y_text = ax.get_ylim()[1] * 0.93
+    for x, name, count in zip(
+        (COCO_SIZE_BINS[0] / 2, sum(COCO_SIZE_BINS) / 2, COCO_SIZE_BINS[1] + 4),
+        ("small", "medium", "large"),
+        counts,
+        strict=True,
+    ):
+        ax.text(x, y_text, f"{name}: {count}", ha="center" if name != "large" else "left", fontsize=8)
+    ax.set_xlabel("object size: sqrt(area in pixels)")
+    ax.set_ylabel("objects")
+    ax.set_xlim(0, edges[-1])
+    return fig
+
+
+def mask_difference(reference, other, ax: plt.Axes | None = None, names: tuple[str, str] = ("a", "b")) -> Figure:
+    """Chapter 1. Two (H, W) masks of one object: pixels in both grey, in only one coloured."""
+    a = np.asarray(reference).astype(bool)
+    b = np.asarray(other).astype(bool)
+    fig, ax = _figure_and_axes(ax, (3.4, 3.4))
+    picture = np.ones((*a.shape, 3))
+    picture[a & b] = 0.6
+    picture[a & ~b] = matplotlib.colors.to_rgb(OKABE_ITO[5])
+    picture[~a & b] = matplotlib.colors.to_rgb(OKABE_ITO[4])
+    rows, cols = np.nonzero(a | b)
+    ax.imshow(picture, interpolation="nearest")
+    if rows.size:
+        ax.set_xlim(cols.min() - 2.5, cols.max() + 2.5)
+        ax.set_ylim(rows.max() + 2.5, rows.min() - 2.5)
+    handles = [
+        Rectangle((0, 0), 1, 1, color="0.6", label="both"),
+        Rectangle((0, 0), 1, 1, color=OKABE_ITO[5], label=f"only {names[0]}: {int((a & ~b).sum())}"),
+        Rectangle((0, 0), 1, 1, color=OKABE_ITO[4], label=f"only {names[1]}: {int((~a & b).sum())}"),
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, frameon=False)
+    ax.set_xticks([])
+    ax.set_yticks([])
     return fig
