@@ -368,12 +368,15 @@ def test_paste_masks_empty_and_bad_input():
         paste_masks(torch.zeros(2, 28, 28), torch.zeros(3, 4), (30, 40), CFG)
 
 
-def grid_sample_paste(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Detectron2 ``_do_paste_mask`` over the whole image (its GPU path), written out here."""
+def grid_sample_paste(
+    masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], offset: float = 0.5
+) -> torch.Tensor:
+    """Detectron2 ``_do_paste_mask`` over the whole image (its GPU path), written out here;
+    pixel p sampled at p + offset (Detectron2: 0.5)."""
     h, w = size
     x0, y0, x1, y1 = boxes.unbind(1)
-    ys = (torch.arange(h, dtype=torch.float32) + 0.5)[None] - y0[:, None]
-    xs = (torch.arange(w, dtype=torch.float32) + 0.5)[None] - x0[:, None]
+    ys = (torch.arange(h, dtype=torch.float32) + offset)[None] - y0[:, None]
+    xs = (torch.arange(w, dtype=torch.float32) + offset)[None] - x0[:, None]
     gy = ys / (y1 - y0)[:, None] * 2 - 1
     gx = xs / (x1 - x0)[:, None] * 2 - 1
     grid = torch.stack((gx[:, None, :].expand(-1, h, w), gy[:, :, None].expand(-1, h, w)), dim=3)
@@ -381,11 +384,13 @@ def grid_sample_paste(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int,
 
 
 @pytest.mark.parametrize("size", [(480, 640), (37, 53)])
-def test_subpixel_paste_equals_grid_sample(size):
-    """Oracle: F.grid_sample(bilinear, align_corners=False, zeros) at every pixel centre."""
+@pytest.mark.parametrize("aligned, offset", [(True, 0.5), (False, 0.0)])
+def test_subpixel_paste_equals_grid_sample(size, aligned, offset):
+    """Oracle: F.grid_sample(bilinear, align_corners=False, zeros) at every pixel, at the pixel
+    convention of the model's RoIAlign: centres (p + 0.5, Detectron2) when aligned, p when not."""
     masks, boxes = paste_case(size[1], 40, size)
-    ours = paste_masks(masks, boxes, size, CFG.replace(mask_paste="subpixel"))
-    torch.testing.assert_close(ours, grid_sample_paste(masks, boxes, size), rtol=0, atol=2e-6)
+    ours = paste_masks(masks, boxes, size, CFG.replace(mask_paste="subpixel", roi_aligned=aligned))
+    torch.testing.assert_close(ours, grid_sample_paste(masks, boxes, size, offset), rtol=0, atol=2e-6)
 
 
 # --- chapter 8: scoring ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import io
 import json
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from minimask.config import Config
+from minimask.data import PYCOCOTOOLS_NUMPY2_WARNING
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -74,7 +76,9 @@ def coco_stats(coco_gt: COCO, results: list[dict], iou_type: str, image_ids: Seq
     """pycocotools COCOeval summary as a dict; all zeros when there is no detection at all."""
     if not results:
         return {name: 0.0 for name in STAT_NAMES}
-    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its own progress
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # COCOeval prints its progress
+        # pycocotools 2.0.11 under numpy 2 warns on every mask decode; the numbers are unaffected
+        warnings.filterwarnings("ignore", message=PYCOCOTOOLS_NUMPY2_WARNING, category=DeprecationWarning)
         coco_dt = coco_gt.loadRes(results)
         ev = COCOeval(coco_gt, coco_dt, iou_type)
         ev.params.imgIds = list(image_ids)

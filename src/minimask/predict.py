@@ -59,7 +59,7 @@ def predict_files(paths: list[str], out: Path, weights: str = "shapes", score: f
     model = load_pretrained(weights, device=device)
     if score is not None:
         model.config = model.config.replace(box_score_thresh=score)
-    class_names = ["__background__", *CLASS_NAMES]
+    class_names = list(CLASS_NAMES)  # index 0 is "__background__"
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in tqdm(paths, desc="predict", disable=not progress):

@@ -272,3 +272,47 @@ def mask_difference(reference, other, ax: plt.Axes | None = None, names: tuple[s
     ax.set_xticks([])
     ax.set_yticks([])
     return fig
+
+
+def detections(
+    image,
+    output: dict,
+    class_names: tuple[str, ...] | list[str] | None = None,
+    mask_threshold: float = 0.5,
+    ax: plt.Axes | None = None,
+    target: dict | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Chapter 9. A model's output on an image: mask (>= ``mask_threshold``) filled and outlined
+    in the class colour, the box solid, "class score" above it; ground truth black dashed if given.
+    """
+    picture = _image_array(image)
+    height, width = picture.shape[:2]
+    fig, ax = _figure_and_axes(ax, (5.0 * width / max(height, width) + 0.4, 5.0 * height / max(height, width)))
+    ax.imshow(picture, interpolation="nearest")
+    names = list(class_names) if class_names is not None else None
+    masks = output["masks"].detach().cpu()[:, 0].numpy() if len(output["masks"]) else []
+    overlay = np.zeros((height, width, 4))
+    for mask, label in zip(masks, output["labels"].tolist(), strict=False):
+        rgb = matplotlib.colors.to_rgb(class_color(label))
+        overlay[mask >= mask_threshold] = (*rgb, 0.45)
+        if (mask >= mask_threshold).any() and (mask < mask_threshold).any():
+            ax.contour(mask, levels=[mask_threshold], colors=[rgb], linewidths=1.0)
+    ax.imshow(overlay, interpolation="nearest")
+    if target is not None:
+        for x1, y1, x2, y2 in target["boxes"].tolist():
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **GT_STYLE))
+    for (x1, y1, x2, y2), label, score in zip(
+        output["boxes"].tolist(), output["labels"].tolist(), output["scores"].tolist(), strict=True
+    ):
+        colour = class_color(label)
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=2))
+        name = names[label] if names is not None and label < len(names) else str(label)
+        ax.text(x1, y1 - 1, f"{name} {score:.2f}", fontsize=7, color="white", va="bottom",
+                bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or f"{len(output['scores'])} detections", fontsize=9)
+    return fig
