@@ -32,6 +32,7 @@ from minimask.config import Config
 
 PRESETS = {"shapes": Config.shapes, "torchvision_r50": Config.torchvision_r50}
 DEFAULT_TRAIN_DIR = Path(__file__).resolve().parents[2] / "data" / "shapes" / "train"
+DEFAULT_TRAIN_IMAGES = 8000
 TRAIN_SEED = 1  # the committed val split uses seed 0; train images must differ from val images
 
 
@@ -39,7 +40,7 @@ TRAIN_SEED = 1  # the committed val split uses seed 0; train images must differ 
 class TrainSettings:
     """Everything the loop needs besides the model's Config (written to ``settings.json``)."""
 
-    iterations: int = 2400
+    iterations: int = 4000
     batch_size: int = 8
     lr: float = 1.5e-3
     weight_decay: float = 0.01
@@ -109,14 +110,21 @@ def load_batch(dataset, indices: list[int], it: int, s: TrainSettings, rank: int
     return images, targets
 
 
-def _ensure_train_split(train_dir: Path, n: int, seed: int) -> None:
+def _ensure_train_split(train_dir: Path, n: int | None, seed: int) -> None:
+    """Generate the shapes train split (``n`` images, default 8000) unless it is there; an
+    existing split must hold ``n`` images when ``n`` is given."""
     from minimask.data import make_shapes
 
     if (train_dir / "annotations.json").is_file():
+        have = len(json.loads((train_dir / "annotations.json").read_text())["images"])
+        if n is not None and have != n:
+            raise ValueError(f"{train_dir} holds {have} images but --train-images is {n}: pass "
+                             f"--train-images {have} or remove the directory to regenerate it")  # fmt: skip
         return
     if train_dir.exists() and any(train_dir.iterdir()):
         raise FileExistsError(f"{train_dir} exists, is not empty and has no annotations.json; remove it or "
                               "pass --train-dir")  # fmt: skip
+    n = DEFAULT_TRAIN_IMAGES if n is None else n
     print(f"generating {n} training images into {train_dir} (seed {seed})", flush=True)
     make_shapes(train_dir, "train", n, seed)
 
@@ -134,7 +142,7 @@ def train(
     out: Path,
     settings: TrainSettings,
     train_dir: Path = DEFAULT_TRAIN_DIR,
-    n_train: int = 4000,
+    n_train: int | None = None,
     device: str = "cpu",
     resume: bool = False,
     progress: bool = True,
@@ -262,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", required=True, help="run directory: checkpoint, loss log, model.safetensors")
     p.add_argument("--train-dir", default=str(DEFAULT_TRAIN_DIR), help="COCO train split (generated if missing)")
-    p.add_argument("--train-images", type=int, default=4000, help="how many images to generate if missing")
+    p.add_argument("--train-images", type=int, default=None,
+                   help=f"images to generate if the split is missing (default {DEFAULT_TRAIN_IMAGES})")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -1,0 +1,65 @@
+"""The shipped model: it loads from data/ and reproduces the AP stated in its card and the README."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from minimask import Config, load_pretrained
+from minimask.data import shapes_val
+from minimask.evaluate import evaluate, paste_ceiling
+from minimask.weights import SHIPPED, read_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+CARD = SHIPPED["shapes"].with_name("shapes_eval.json")
+
+
+@pytest.fixture(scope="module")
+def card() -> dict:
+    return json.loads(CARD.read_text())
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_pretrained("shapes")
+
+
+def test_shipped_file_is_small_safetensors_with_its_config(model):
+    path = SHIPPED["shapes"]
+    assert path.suffix == ".safetensors" and path.stat().st_size < 25 * 2**20
+    _, cfg, extra = read_weights(path)
+    assert cfg == Config.shapes(), "the shipped model is the Config.shapes() preset"
+    assert extra["training"]["iterations"] > 0 and extra["training"]["minutes"] <= 30
+    assert model.config == cfg and not model.training
+
+
+@pytest.mark.parametrize("paste", ["torchvision", "subpixel"])
+def test_shipped_model_reproduces_the_stated_ap(model, card, paste):
+    """Oracle: pycocotools COCOeval on the committed val split; numbers from the model card (to 0.005)."""
+    model.config = model.config.replace(mask_paste=paste)
+    report = evaluate(model, shapes_val(), progress=False)
+    for kind in ("bbox", "segm"):
+        for stat in ("AP", "AP50", "AP75", "APs", "APm"):
+            assert report[kind][stat] == pytest.approx(card[paste][kind][stat], abs=0.005), (paste, kind, stat)
+
+
+def test_paste_ceilings_match_the_card(card):
+    val = shapes_val()
+    for paste in ("torchvision", "subpixel"):
+        ceiling = paste_ceiling(val, Config.shapes().replace(mask_paste=paste), progress=False)
+        assert ceiling["AP"] == pytest.approx(card[paste]["ceiling"]["AP"], abs=0.005), paste
+
+
+def test_readme_states_the_card_numbers(card):
+    """The README's table shows the measured numbers (3 decimals), so it cannot drift from the card."""
+    readme = (ROOT / "README.md").read_text()
+    for paste in ("torchvision", "subpixel"):
+        row = next(line for line in readme.splitlines() if re.match(rf"\|\s*mask AP, {paste} paste", line))
+        for stat in ("AP", "AP50", "AP75", "APs", "APm"):
+            assert f"{card[paste]['segm'][stat]:.3f}" in row, (paste, stat, row)
+    box_row = next(line for line in readme.splitlines() if re.match(r"\|\s*box AP", line))
+    for stat in ("AP", "AP50", "AP75", "APs", "APm"):
+        assert f"{card['torchvision']['bbox'][stat]:.3f}" in box_row, (stat, box_row)
