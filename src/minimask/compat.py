@@ -378,6 +378,8 @@ def same_outputs(a: list[dict[str, Tensor]], b: list[dict[str, Tensor]]) -> dict
         raise ValueError(f"{len(a)} images vs {len(b)}")
     worst = {"boxes": 0.0, "scores": 0.0, "labels_differ": 0.0, "mask_pixels_differ": 0.0, "count_differs": 0.0}
     for x, y in zip(a, b, strict=True):
+        # torchvision's forward does not turn autograd off: its outputs may carry gradients
+        x, y = ({k: v.detach() for k, v in d.items()} for d in (x, y))
         if len(x["boxes"]) != len(y["boxes"]):
             worst["count_differs"] = 1.0
             continue
