@@ -58,6 +58,14 @@ def _count(codes: Tensor, names: tuple[str, ...]) -> dict[str, int]:
     return {name: int((codes == k).sum()) for k, name in enumerate(names)}
 
 
+def _sampled_counts(reason: Tensor, names: tuple[str, ...], sample: Sampled) -> dict[str, int]:
+    """``_count`` of the final reasons, plus how many positives and negatives were drawn."""
+    out = _count(reason, names)
+    out["sampled_positive"] = int(sample.positive.numel())
+    out["sampled_negative"] = int(sample.negative.numel())
+    return out
+
+
 # --- matching -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Matches:
@@ -234,10 +242,7 @@ class RpnTargets:
 
     def counts(self) -> dict[str, int]:
         """Anchors per final reason, plus the drawn positives and negatives."""
-        out = _count(self.reason, self.reason_names)
-        out["sampled_positive"] = int(self.sample.positive.numel())
-        out["sampled_negative"] = int(self.sample.negative.numel())
-        return out
+        return _sampled_counts(self.reason, self.reason_names, self.sample)
 
 
 def rpn_targets(anchors: Tensor, gt_boxes: Tensor, cfg: Config, generator: torch.Generator | None = None) -> RpnTargets:
@@ -298,10 +303,8 @@ class RoiTargets:
         return self.match.reason_names
 
     def counts(self) -> dict[str, int]:
-        out = _count(self.reason, self.reason_names)
-        out["sampled_positive"] = int(self.sample.positive.numel())
-        out["sampled_negative"] = int(self.sample.negative.numel())
-        return out
+        """Rows per final reason, plus the drawn positives and negatives."""
+        return _sampled_counts(self.reason, self.reason_names, self.sample)
 
 
 def roi_targets(
