@@ -65,7 +65,7 @@ def test_every_field_has_provenance_and_table_renders():
         assert 1 <= f.metadata["chapter"] <= 11
     rows = config_table(Config.shapes())
     assert len(rows) == len(dataclasses.fields(Config))
-    assert {r["name"]: r["value"] for r in rows}["min_size"] == 192
+    assert {r["name"]: r["value"] for r in rows}["min_size"] == Config.shapes().min_size == 256
     ch6 = config_table(chapter=6)
     assert {r["name"] for r in ch6} >= {"box_score_thresh", "box_nms_thresh", "box_detections_per_img"}
     assert {r["name"]: r for r in ch6}["box_score_thresh"]["detectron2"] == "MODEL.ROI_HEADS.SCORE_THRESH_TEST"
