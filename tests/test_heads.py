@@ -425,3 +425,30 @@ def test_score_parts_follow_lineage():
         assert sc.mask_quality[d].item() == pytest.approx(sum(cells) / len(cells) if cells else 0.0, abs=1e-5)
         assert sc.mask_fraction[d].item() == pytest.approx(len(cells) / 784, abs=1e-6)
     torch.testing.assert_close(sc.with_objectness, sc.score * sc.objectness)
+
+
+def test_paste_boxes_follow_the_resize_convention():
+    """Oracle: F.interpolate (bilinear, align_corners=False) of a linear ramp. Resizing an
+    original image of width W to w, resized pixel p holds the ramp's value at the original
+    coordinate it was sampled from; paste_boxes must map p (pixel-index convention,
+    roi_aligned=False) there. With roi_aligned=True it is torchvision's plain ratio."""
+    from torchvision.models.detection.transform import resize_boxes as tv_resize_boxes
+
+    from minimask.segmentation import paste_boxes
+
+    orig, resized = (150, 200), (192, 256)
+    for axis, n_orig, n_res in ((1, orig[1], resized[1]), (0, orig[0], resized[0])):
+        ramp = torch.arange(n_orig, dtype=torch.float64)
+        shape = (1, 1, 1, n_orig) if axis == 1 else (1, 1, n_orig, 1)
+        size = (1, n_res) if axis == 1 else (n_res, 1)
+        sampled = F.interpolate(ramp.reshape(shape), size=size, mode="bilinear", align_corners=False).flatten()
+        p = torch.arange(2, n_res - 2, dtype=torch.float64)  # interior: the ramp is not clamped there
+        boxes = torch.zeros(len(p), 4, dtype=torch.float64)
+        boxes[:, axis], boxes[:, axis + 2] = p, p
+        mapped = paste_boxes(boxes, resized, orig, CFG.replace(roi_aligned=False))
+        torch.testing.assert_close(mapped[:, axis], sampled[2:-2], rtol=0, atol=1e-9)
+        torch.testing.assert_close(mapped[:, axis + 2], sampled[2:-2], rtol=0, atol=1e-9)
+    g = torch.Generator().manual_seed(3)
+    boxes = torch.rand(20, 4, generator=g) * 150
+    aligned = paste_boxes(boxes, resized, orig, CFG.replace(roi_aligned=True))
+    torch.testing.assert_close(aligned, tv_resize_boxes(boxes, resized, orig), rtol=1e-6, atol=1e-4)
