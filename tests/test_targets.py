@@ -7,6 +7,7 @@ Oracles: ``torchvision.models.detection._utils.Matcher`` and ``BalancedPositiveN
 
 from __future__ import annotations
 
+import helpers_rpn
 import pytest
 import torch
 from hypothesis import given, settings
@@ -68,17 +69,9 @@ def random_boxes(n: int, size: int, gen: torch.Generator, min_side: float = 4.0)
 
 
 def tv_rpn(cfg: Config) -> RegionProposalNetwork:
-    return RegionProposalNetwork(
-        AnchorGenerator(cfg.anchor_sizes, (cfg.aspect_ratios,) * len(cfg.anchor_sizes)),
-        RPNHead(8, len(cfg.aspect_ratios)),
-        cfg.rpn_fg_iou_thresh,
-        cfg.rpn_bg_iou_thresh,
-        cfg.rpn_batch_size_per_image,
-        cfg.rpn_positive_fraction,
-        {"training": cfg.rpn_pre_nms_top_n_train, "testing": cfg.rpn_pre_nms_top_n_test},
-        {"training": cfg.rpn_post_nms_top_n_train, "testing": cfg.rpn_post_nms_top_n_test},
-        cfg.rpn_nms_thresh,
-    )
+    """torchvision's RPN from ``cfg`` (helpers_rpn), with a small head: only its target
+    assignment, box coder and loss are used here."""
+    return helpers_rpn.tv_rpn(cfg, head=RPNHead(8, len(cfg.aspect_ratios)))
 
 
 def tv_roi_heads(cfg: Config) -> RoIHeads:
