@@ -166,7 +166,7 @@ def extract_features(backbone: nn.Module, batch: Batch) -> Features:
 
     stride = padded size // map size per axis, the rule torchvision's ``AnchorGenerator``
     uses; it is 4, 8, 16, 32, 64 for sizes that are multiples of 32 and 64, but e.g. a
-    padded height of 800 gives a 13-row "pool" map and a stride of 61 (decisions.md section 2).
+    padded height of 800 gives a 13-row "pool" map and a stride of 61 (torchvision ``AnchorGenerator.forward``).
     """
     maps = OrderedDict(backbone(batch.tensors))
     hp, wp = batch.padded_size

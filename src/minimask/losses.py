@@ -12,7 +12,7 @@
 
 Every loss is a plain function of predictions and target records; arithmetic and reduction
 order mirror torchvision so the numbers agree to float rounding. Detectron2 differs in the
-RPN's normaliser (sum / (256 x images)) and uses beta = 0 (pure L1): see decisions.md section 6.
+RPN's normaliser (sum / (256 x images)) and uses beta = 0 (pure L1): Detectron2 ``proposal_generator/rpn.py`` ``RPN.losses``.
 """
 
 from __future__ import annotations
