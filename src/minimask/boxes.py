@@ -115,3 +115,38 @@ def remove_small(boxes: Tensor, min_size: float) -> Tensor:
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     return torch.where((w >= min_size) & (h >= min_size))[0]
+
+
+def nms_suppressors(boxes: Tensor, scores: Tensor, groups: Tensor, keep: Tensor, threshold: float) -> Tensor:
+    """Chapters 4 and 6. Who removed whom in ``torchvision.ops.batched_nms(boxes, scores, groups, threshold)``.
+
+    ``keep`` is what ``batched_nms`` returned (best first). Returns ``Tensor[N]`` int64: for
+    each removed box, the index of the kept box that suppressed it; -1 for kept boxes.
+
+    Greedy NMS visits boxes best first and removes a box when a kept box visited before it
+    overlaps it by IoU > ``threshold``; so the suppressor is the first kept box (in ``keep``
+    order) of the same group, scoring at least as high, above the threshold. The IoU is the one
+    torchvision's kernel computes (``csrc/ops/cpu/nms_kernel.cpp``): float arithmetic of the
+    boxes it was given, which for up to 1,000 boxes on the CPU are the boxes shifted by
+    ``group * (max coordinate + 1)`` (``ops/boxes.py`` ``_batched_nms_coordinate_trick``), and
+    a comparison with the threshold in double precision. Computed group by group.
+    """
+    out = torch.full((len(boxes),), -1, dtype=torch.int64, device=boxes.device)
+    if len(keep) == len(boxes):
+        return out
+    if boxes.numel() <= (4000 if boxes.device.type == "cpu" else 100_000):  # the coordinate trick's boxes
+        offsets = groups.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
+        boxes = boxes + offsets[:, None]
+    removed = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+    removed[keep] = False
+    lost_all = torch.where(removed)[0]
+    for g in torch.unique(groups[lost_all]).tolist():
+        lost = lost_all[groups[lost_all] == g]
+        kept = keep[groups[keep] == g]  # still best first
+        if len(kept) == 0:
+            continue
+        above = iou(boxes[lost], boxes[kept]).double() > threshold
+        above &= scores[kept][None, :] >= scores[lost][:, None]
+        first = above.to(torch.uint8).argmax(dim=1)
+        out[lost] = torch.where(above.any(dim=1), kept[first], torch.full_like(first, -1))
+    return out

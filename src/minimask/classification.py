@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -59,10 +60,16 @@ class BoxPredictor(nn.Module):
 
 @dataclass(frozen=True)
 class Classification:
-    """Chapter 5. One image's proposals, each with its full class distribution and boxes."""
+    """Chapter 5. One image's proposals, each with its full class distribution and boxes.
 
-    proposal_boxes: Tensor  # (P, 4) the longlist boxes that were pooled, resized-image pixels
-    level: Tensor  # (P,) int64 pyramid map each proposal was pooled from, 0 = P2
+    At inference every longlist proposal is classified (``proposal_index`` is 0..P-1); in
+    training the rows are the sampled RoIs (``RoiTargets.sampled_index``), which may include
+    ground-truth boxes appended to the proposals.
+    """
+
+    proposal_boxes: Tensor  # (P, 4) the boxes that were pooled, resized-image pixels
+    proposal_index: Tensor  # (P,) int64 row in the Longlist; -1 for a ground-truth box (training)
+    roi_level: Tensor  # (P,) int64 map each box was pooled from: 0 = P2 ... 3 = P5
     logits: Tensor  # (P, K+1) class logits, background first
     probs: Tensor  # (P, K+1) softmax of logits; every row sums to 1
     deltas: Tensor  # (P, K+1, 4) class-specific (dx, dy, dw, dh), weighted as trained
@@ -94,11 +101,12 @@ def classify(
     proposals: Sequence[Tensor],
     image_sizes: Sequence[tuple[int, int]],
     cfg: Config,
+    proposal_index: Sequence[Tensor] | None = None,
 ) -> list[Classification]:
     """Chapter 5. Pool, classify and refine every proposal of a batch; one record per image.
 
     ``proposals``: one ``Tensor[P_i, 4]`` per image (``Longlist.boxes``), resized-image
-    pixels. Steps as torchvision ``RoIHeads.forward`` (inference) up to the per-image loop of
+    pixels; ``proposal_index``: their rows in the longlist (default ``0..P_i-1``). Steps as torchvision ``RoIHeads.forward`` (inference) up to the per-image loop of
     ``postprocess_detections``: all images' proposals are pooled and classified together
     (one batch through the head, as there), then softmax over K+1 classes and
     class-specific refinement per image. Nothing is thresholded here: each record keeps every
@@ -106,7 +114,9 @@ def classify(
     """
     pooled = roi_pool(maps, proposals, image_sizes, cfg.box_roi_output_size, cfg.box_roi_sampling_ratio, cfg)
     logits, deltas = box_predictor(box_head(pooled.features))
-    return split_per_image(pooled, logits, deltas, proposals, image_sizes, cfg)
+    if proposal_index is None:
+        proposal_index = [torch.arange(len(p), device=p.device) for p in proposals]
+    return split_per_image(pooled, logits, deltas, proposals, proposal_index, image_sizes, cfg)
 
 
 def split_per_image(
@@ -114,6 +124,7 @@ def split_per_image(
     logits: Tensor,
     deltas: Tensor,
     proposals: Sequence[Tensor],
+    proposal_index: Sequence[Tensor],
     image_sizes: Sequence[tuple[int, int]],
     cfg: Config,
 ) -> list[Classification]:
@@ -123,12 +134,13 @@ def split_per_image(
     probs = F.softmax(logits, dim=-1)
     deltas = deltas.reshape(len(deltas), num_classes, 4)
     records = []
-    for p_boxes, lg, pr, dl, lv, size in zip(
+    for p_boxes, p_index, lg, pr, dl, lv, size in zip(
         proposals,
+        proposal_index,
         logits.split(counts),
         probs.split(counts),
         deltas.split(counts),
-        pooled.level.split(counts),
+        pooled.roi_level.split(counts),
         image_sizes,
         strict=True,
     ):
@@ -136,7 +148,8 @@ def split_per_image(
         records.append(
             Classification(
                 proposal_boxes=p_boxes,
-                level=lv,
+                proposal_index=p_index,
+                roi_level=lv,
                 logits=lg,
                 probs=pr,
                 deltas=dl,

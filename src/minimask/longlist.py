@@ -15,6 +15,7 @@ the same boxes in the same order. Detectron2 ``find_top_rpn_proposals``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -22,23 +23,28 @@ from torchvision.ops import batched_nms
 
 from minimask import boxes
 from minimask.config import Config
+from minimask.fates import CODE, KEPT, Filtered, NmsStep, drop, new_fates
 from minimask.objectness import Objectness
-
-REASONS = ("top_k", "small", "score", "nms", "post_top_k")
 
 
 @dataclass(frozen=True)
-class Longlist:
-    """Chapter 4. One image's proposals, best first, and every anchor that was dropped."""
+class Longlist(Filtered):
+    """Chapter 4. One image's proposals, best first, and the fate of every anchor.
+
+    Rows of ``boxes`` ... ``anchor_index`` are proposals; ``fate`` has one code per anchor
+    (row of ``Objectness``): ``kept`` or the step that dropped it (``STEPS``, in order).
+    ``dropped``, ``funnel`` and ``suppressed_by`` (per anchor) are derived (``fates.Filtered``).
+    """
+
+    STEPS: ClassVar[tuple[str, ...]] = ("pre_nms_top_k", "small_box", "score_threshold", "nms", "cap")
 
     boxes: Tensor  # (P, 4) xyxy, pixels of the resized image, clipped to it
-    objectness: Tensor  # (P,) P(object) = sigmoid(logit); non-increasing within NMS's order
+    objectness: Tensor  # (P,) P(object) = sigmoid(logit); non-increasing (NMS's order)
     logits: Tensor  # (P,) the objectness logits that ranked them (detached)
-    level: Tensor  # (P,) int64 pyramid level, 0 = finest
-    anchor_index: Tensor  # (P,) int64 row in Objectness.anchors: the lineage link
-    dropped: dict[str, Tensor]  # reason in REASONS -> int64 anchor rows dropped by that step
-    suppressed_by: Tensor  # (len(dropped["nms"]),) anchor row of the NMS winner that removed each
-    funnel: dict[str, int]  # "anchors", then each step of REASONS -> how many survive it
+    anchor_level: Tensor  # (P,) int64 pyramid level of the anchor: 0 = P2 (finest) ... 4 = P6
+    anchor_index: Tensor  # (P,) int64 row in Objectness: the lineage link
+    fate: Tensor  # (A,) int8 code in fates.FATES for every anchor
+    nms: NmsStep  # the per-level NMS: its input anchors and decision (suppressors on demand)
     image_size: tuple[int, int]  # (h, w) the boxes were clipped to
 
     def __len__(self) -> int:
@@ -60,89 +66,52 @@ def top_k_per_level(logits: Tensor, num_per_level: list[int], k: int) -> Tensor:
     return torch.cat(rows) if rows else logits.new_zeros(0, dtype=torch.int64)
 
 
-def nms_suppressors(b: Tensor, scores: Tensor, level: Tensor, keep: Tensor, thresh: float) -> Tensor:
-    """Chapter 4. For each box NMS removed, the kept box that removed it (an index into ``b``).
-
-    Greedy NMS removes a box when it first meets a better, kept box of the same group with
-    IoU > thresh; that is the best-scoring kept box of the same level overlapping it that
-    much (``keep`` is sorted best first). -1 where none is found (only possible through
-    rounding at exactly the threshold). ``Tensor[len(b) - len(keep)]`` int64, in the order
-    of the removed boxes' rows.
-    """
-    removed = torch.ones(len(b), dtype=torch.bool, device=b.device)
-    removed[keep] = False
-    winner = torch.full((len(b),), -1, dtype=torch.int64, device=b.device)
-    for lvl in torch.unique(level[~removed]).tolist():  # level by level: small IoU matrices
-        lost = torch.where(removed & (level == lvl))[0]
-        kept = keep[level[keep] == lvl]  # still best first
-        if len(lost) == 0:
-            continue
-        overlaps = (boxes.iou(b[lost], b[kept]) > thresh) & (scores[kept][None, :] >= scores[lost][:, None])
-        first = overlaps.to(torch.uint8).argmax(dim=1)  # first True = best kept box
-        winner[lost] = torch.where(overlaps.any(dim=1), kept[first], torch.full_like(first, -1))
-    return winner[removed]
-
-
 def select_longlist(obj: Objectness, image_size: tuple[int, int], cfg: Config, training: bool = False) -> Longlist:
     """Chapter 4. Which anchors become proposals, for one image.
 
-    1. ``top_k``: per level, the ``rpn_pre_nms_top_n_{train,test}`` highest logits;
+    1. ``pre_nms_top_k``: per level, the ``rpn_pre_nms_top_n_{train,test}`` highest logits;
     2. sigmoid, decode (already in ``obj.proposals``) and clip to ``image_size``;
-    3. ``small``: drop boxes with a side < ``rpn_min_size`` (1e-3 px);
-    4. ``score``: drop P(object) < ``rpn_score_thresh`` (0: a no-op);
+    3. ``small_box``: drop boxes with a side < ``rpn_min_size`` (1e-3 px);
+    4. ``score_threshold``: drop P(object) < ``rpn_score_thresh`` (0: a no-op);
     5. ``nms``: NMS at IoU > ``rpn_nms_thresh`` (0.7) within each level (``batched_nms``);
-    6. ``post_top_k``: keep the ``rpn_post_nms_top_n_{train,test}`` best of the image.
+    6. ``cap``: keep the ``rpn_post_nms_top_n_{train,test}`` best of the image.
     torchvision ``RegionProposalNetwork.filter_proposals``: same steps, order, and output
-    order (by objectness, best first). Returns a ``Longlist`` whose ``dropped`` and kept
-    rows partition all anchors.
+    order (by objectness, best first). Every anchor gets a fate; the record's kept and
+    dropped rows partition all anchors.
     """
     pre_k = cfg.rpn_pre_nms_top_n_train if training else cfg.rpn_pre_nms_top_n_test
     post_k = cfg.rpn_post_nms_top_n_train if training else cfg.rpn_post_nms_top_n_test
     logits = obj.logits.detach()  # proposals are not trained through (torchvision detaches too)
-    n_anchors = len(logits)
-    dropped: dict[str, Tensor] = {}
-    funnel = {"anchors": n_anchors}
-
-    def step(name: str, rows: Tensor, keep: Tensor) -> Tensor:  # record who leaves at this step
-        mask = torch.ones(len(rows), dtype=torch.bool, device=rows.device)
-        mask[keep] = False
-        dropped[name] = rows[mask]
-        funnel[name] = len(keep)
-        return rows[keep]
-
+    fate = new_fates(len(logits), logits.device)
     # 1. top-k per level on logits
-    top = top_k_per_level(logits, obj.num_per_level, pre_k)
-    mask = torch.ones(n_anchors, dtype=torch.bool, device=logits.device)
-    mask[top] = False
-    dropped["top_k"], funnel["top_k"] = torch.where(mask)[0], len(top)
-    rows = top
+    rows = top_k_per_level(logits, obj.num_per_level, pre_k)
+    fate[:] = CODE["pre_nms_top_k"]
+    fate[rows] = KEPT
     # 2. probabilities; clip the decoded boxes to the resized image (not the padding)
     b = boxes.clip(obj.proposals[rows], image_size)
     scores = torch.sigmoid(logits[rows])
     # 3. tiny boxes (often clipped to a sliver at the border)
     keep = boxes.remove_small(b, cfg.rpn_min_size)
-    rows, b, scores = step("small", rows, keep), b[keep], scores[keep]
+    rows, b, scores = drop(fate, "small_box", rows, keep), b[keep], scores[keep]
     # 4. unlikely boxes (>=, as torchvision "for backwards compatibility")
     keep = torch.where(scores >= cfg.rpn_score_thresh)[0]
-    rows, b, scores = step("score", rows, keep), b[keep], scores[keep]
+    rows, b, scores = drop(fate, "score_threshold", rows, keep), b[keep], scores[keep]
     # 5. NMS within each level; keep comes back sorted by score, best first
-    level = obj.level[rows]
+    level = obj.anchor_level[rows]
     keep = batched_nms(b, scores, level, cfg.rpn_nms_thresh)
-    winners = nms_suppressors(b, scores, level, keep, cfg.rpn_nms_thresh)
-    suppressed_by = torch.where(winners >= 0, rows[winners.clamp(min=0)], winners)
-    rows, b, scores = step("nms", rows, keep), b[keep], scores[keep]
+    nms = NmsStep(rows=rows, boxes=b, scores=scores, groups=level, keep=keep, threshold=cfg.rpn_nms_thresh)
+    rows, b, scores = drop(fate, "nms", rows, keep), b[keep], scores[keep]
     # 6. the best of the image, all levels together
-    keep = torch.arange(min(post_k, len(rows)), device=rows.device)
-    rows, b, scores = step("post_top_k", rows, keep), b[keep], scores[keep]
+    fate[rows[post_k:]] = CODE["cap"]
+    rows, b, scores = rows[:post_k], b[:post_k], scores[:post_k]
     return Longlist(
         boxes=b,
         objectness=scores,
         logits=logits[rows],
-        level=obj.level[rows],
+        anchor_level=obj.anchor_level[rows],
         anchor_index=rows,
-        dropped=dropped,
-        suppressed_by=suppressed_by,
-        funnel=funnel,
+        fate=fate,
+        nms=nms,
         image_size=(int(image_size[0]), int(image_size[1])),
     )
 

@@ -20,30 +20,49 @@ from minimask.backbone import Features, build_backbone, extract_features
 from minimask.classification import BoxHead, BoxPredictor, Classification, classify
 from minimask.config import Config
 from minimask.longlist import Longlist, select_longlist
+from minimask.losses import RoiLoss, RpnLoss, mask_loss, roi_losses, rpn_losses
 from minimask.objectness import Objectness, RPNHead, score_anchors
 from minimask.scoring import Scores, score_parts
 from minimask.segmentation import MaskHead, MaskPredictor, Segmentation, segment
 from minimask.shortlist import Shortlist, select_shortlist
-from minimask.transform import Batch, preprocess
+from minimask.targets import MaskTargets, RoiTargets, RpnTargets, drop_crowd, mask_targets, roi_targets, rpn_targets
+from minimask.transform import Batch, check_images, check_targets, preprocess, resize_target
 
 
 @dataclass(frozen=True)
 class Run:
-    """Chapter 9. Every stage's record of one forward; the per-image fields are lists (one per image)."""
+    """Chapter 9. Every stage's record of one forward; the per-image fields are lists (one per image).
+
+    Inference (``model.run(images)``): every field up to ``scores``. Training
+    (``model.run(images, targets)``): the longlist is the training one, ``classification``
+    holds the sampled RoIs, ``segmentation`` the positive RoIs, ``shortlist`` and ``scores``
+    are empty, and the target records and losses are filled in.
+    """
 
     batch: Batch  # chapter 2: normalised, resized, padded images and their sizes
     features: Features  # chapter 2: the FPN maps
     objectness: list[Objectness]  # chapter 3: every anchor's logit, deltas and box
-    longlist: list[Longlist]  # chapter 4: proposals, dropped anchors and why
-    classification: list[Classification]  # chapter 5: every proposal's K+1 probabilities and boxes
-    shortlist: list[Shortlist]  # chapter 6: detections, dropped candidates and why
+    longlist: list[Longlist]  # chapter 4: proposals, and every anchor's fate
+    classification: list[Classification]  # chapter 5: K+1 probabilities and boxes per proposal (or RoI)
+    shortlist: list[Shortlist]  # chapter 6: detections, and every candidate's fate
     segmentation: list[Segmentation]  # chapter 7: 28x28 and pasted masks
     scores: list[Scores]  # chapter 8: each detection's score and its parts
+    # training only (None at inference)
+    targets: list[dict[str, Tensor]] | None = None  # resized, crowd-free targets the heads learn from
+    crowd_dropped: list[Tensor] | None = None  # per image: rows of the input target removed as iscrowd
+    rpn_targets: list[RpnTargets] | None = None  # chapter 3: anchor matches, samples, box targets
+    roi_targets: list[RoiTargets] | None = None  # chapter 5: RoI matches, samples, box targets
+    mask_targets: list[MaskTargets] | None = None  # chapter 7: the positive RoIs' 28x28 targets
+    rpn_loss: RpnLoss | None = None  # chapter 3
+    roi_loss: RoiLoss | None = None  # chapter 5
+    losses: dict[str, Tensor] | None = None  # torchvision's five loss names -> () tensors
 
     @property
     def detections(self) -> list[dict[str, Tensor]]:
         """torchvision's eval output: per image ``boxes`` [D, 4] and ``masks`` [D, 1, H, W]
         in original-image pixels, ``labels`` [D] int64, ``scores`` [D]."""
+        if self.losses is not None:
+            raise ValueError("a training run (model.run(images, targets)) has losses, not detections")
         return [
             {"boxes": m.boxes_orig, "labels": s.labels, "scores": s.scores, "masks": m.masks}
             for s, m in zip(self.shortlist, self.segmentation, strict=True)
@@ -57,8 +76,8 @@ class MaskRCNN(nn.Module):
     ``Tensor[3, H, W]`` images (float in [0, 1], or uint8); ``masks`` are soft
     probabilities ``[D, 1, H, W]`` (threshold them at ``config.mask_threshold``).
     ``model.run(images)`` returns the ``Run`` of all stage records. Train mode:
-    ``model(images, targets) -> dict`` of torchvision's five losses
-    (``minimask.losses.training_losses``).
+    ``model(images, targets) -> dict`` of torchvision's five losses, which is
+    ``model.run(images, targets).losses``.
 
     Submodules (and so state-dict keys) as torchvision ``MaskRCNN``: ``backbone`` (a
     ``BackboneWithFPN``), ``rpn.head``, ``roi_heads.box_head`` / ``box_predictor`` /
@@ -93,36 +112,127 @@ class MaskRCNN(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("MaskRCNN in train mode needs targets: model(images, targets)")
-            from minimask.losses import training_losses  # chapter 9's training code, loaded on use
+            return self.run(images, targets).losses
+        with torch.no_grad():
+            return self.run(images).detections
 
-            return training_losses(self, images, targets)
-        return self.run(images).detections
+    def run(self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None) -> Run:
+        """Chapter 9. One forward, keeping every stage's record: the only chain of the model.
 
-    @torch.no_grad()
-    def run(self, images: Sequence[Tensor]) -> Run:
-        """Chapter 9. One inference forward, keeping every stage's record.
-
-        The chain of torchvision ``GeneralizedRCNN.forward`` (eval), one chapter per line.
+        Without targets: inference, as torchvision ``GeneralizedRCNN.forward`` in eval mode
+        (gradients are not tracked). With targets: the training forward of train mode, with
+        the target records and torchvision's five losses (gradients as the caller's mode).
+        Either way whatever ``self.training`` says: the stages have no train/eval behaviour
+        of their own (frozen batch norm, no dropout); targets decide which decisions run.
         """
+        if targets is None:
+            with torch.no_grad():
+                return self._chain(images, None)
+        return self._chain(images, targets)
+
+    def _chain(self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None) -> Run:
+        """The chain of torchvision ``GeneralizedRCNN.forward``, one chapter per step."""
         cfg = self.config
-        batch = preprocess(list(images), cfg)
+        training = targets is not None
+        images = check_images(images)
+        if training:
+            if not images:
+                raise ValueError("training needs at least one image (got an empty list)")
+            targets = check_targets(images, targets, cfg)
+            # torchvision's train-mode transform draws torch.empty(1).uniform_(0, len(min_sizes)) per
+            # image (torch_choice); we have one min size but mirror the draw, so that the samplers
+            # below see the same random stream
+            for _ in images:
+                torch.empty(1).uniform_(0.0, 1.0)
+        batch = preprocess(images, cfg)  # chapter 2
         features = extract_features(self.backbone, batch)
-        objectness = score_anchors(self.rpn.head, features, batch, cfg)
-        longlist = [select_longlist(o, size, cfg) for o, size in zip(objectness, batch.image_sizes, strict=True)]
+        objectness = score_anchors(self.rpn.head, features, batch, cfg)  # chapter 3
+        longlist = [  # chapter 4
+            select_longlist(o, size, cfg, training) for o, size in zip(objectness, batch.image_sizes, strict=True)
+        ]
         heads = self.roi_heads
-        proposals = [ll.boxes for ll in longlist]
-        classification = classify(heads.box_head, heads.box_predictor, features.maps, proposals, batch.image_sizes, cfg)
-        shortlist = [select_shortlist(c, size, cfg) for c, size in zip(classification, batch.image_sizes, strict=True)]
+        if not training:
+            proposals = [ll.boxes for ll in longlist]
+            classification = classify(  # chapter 5
+                heads.box_head, heads.box_predictor, features.maps, proposals, batch.image_sizes, cfg
+            )
+            shortlist = [  # chapter 6
+                select_shortlist(c, size, cfg) for c, size in zip(classification, batch.image_sizes, strict=True)
+            ]
+            segmentation = segment(  # chapter 7
+                heads.mask_head,
+                heads.mask_predictor,
+                features.maps,
+                [s.boxes for s in shortlist],
+                [s.labels for s in shortlist],
+                batch.image_sizes,
+                cfg,
+                original_sizes=batch.original_sizes,
+            )
+            scores = [  # chapter 8
+                score_parts(*parts, cfg)
+                for parts in zip(longlist, classification, shortlist, segmentation, strict=True)
+            ]
+            return Run(batch, features, objectness, longlist, classification, shortlist, segmentation, scores)
+        # training: targets resized with their images, crowd regions out (chapter 9)
+        resized = [
+            resize_target(t, from_size, to_size)
+            for t, from_size, to_size in zip(targets, batch.original_sizes, batch.image_sizes, strict=True)
+        ]
+        kept = [drop_crowd(t) for t in resized]
+        used = [t for t, _ in kept]
+        # chapter 3: RPN targets (one draw of the sampler per image, in order) and losses
+        rpn_t = [rpn_targets(o.anchors, t["boxes"], cfg) for o, t in zip(objectness, used, strict=True)]
+        rpn_loss = rpn_losses([o.logits for o in objectness], [o.deltas for o in objectness], rpn_t, cfg)
+        # chapter 5: RoI targets (GT appended, sampled); the box head on the sampled RoIs only
+        roi_t = [
+            roi_targets(ll.boxes.detach(), t["boxes"], t["labels"], cfg) for ll, t in zip(longlist, used, strict=True)
+        ]
+        classification = classify(
+            heads.box_head,
+            heads.box_predictor,
+            features.maps,
+            [r.sampled_boxes for r in roi_t],
+            batch.image_sizes,
+            cfg,
+            proposal_index=[r.proposal_index[r.sampled_index] for r in roi_t],
+        )
+        roi_loss = roi_losses([c.logits for c in classification], [c.deltas for c in classification], roi_t, cfg)
+        # chapter 7: the mask head on the positive RoIs (proposal boxes, not refined), each read on
+        # its GT class's channel; the target side is the predictor's output side (2 x the RoIAlign)
+        mask_t = [mask_targets(r, t["masks"], 2 * cfg.mask_roi_output_size) for r, t in zip(roi_t, used, strict=True)]
         segmentation = segment(
             heads.mask_head,
             heads.mask_predictor,
             features.maps,
-            shortlist,
+            [m.boxes for m in mask_t],
+            [m.labels for m in mask_t],
             batch.image_sizes,
-            batch.original_sizes,
             cfg,
+            detection_index=[m.classification_index for m in mask_t],
         )
-        scores = [
-            score_parts(*parts, cfg) for parts in zip(longlist, classification, shortlist, segmentation, strict=True)
-        ]
-        return Run(batch, features, objectness, longlist, classification, shortlist, segmentation, scores)
+        losses = {
+            "loss_objectness": rpn_loss.objectness,
+            "loss_rpn_box_reg": rpn_loss.box_reg,
+            "loss_classifier": roi_loss.classifier,
+            "loss_box_reg": roi_loss.box_reg,
+            "loss_mask": mask_loss([s.logits for s in segmentation], mask_t),
+        }
+        return Run(
+            batch,
+            features,
+            objectness,
+            longlist,
+            classification,
+            shortlist=[],
+            segmentation=segmentation,
+            scores=[],
+            targets=used,
+            crowd_dropped=[d for _, d in kept],
+            rpn_targets=rpn_t,
+            roi_targets=roi_t,
+            mask_targets=mask_t,
+            rpn_loss=rpn_loss,
+            roi_loss=roi_loss,
+            losses=losses,
+        )

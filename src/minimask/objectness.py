@@ -75,7 +75,7 @@ class Objectness:
     logits: Tensor  # (A,) objectness logit; sigmoid = P(object)
     deltas: Tensor  # (A, 4) (dx, dy, dw, dh) predicted for the anchor
     proposals: Tensor  # (A, 4) boxes.decode(deltas, anchors), not clipped
-    level: Tensor  # (A,) int64 pyramid level, 0 = finest ("0"), 4 = "pool"
+    anchor_level: Tensor  # (A,) int64 pyramid level of the anchor: 0 = P2 (map "0") ... 4 = P6 ("pool")
     y: Tensor  # (A,) int64 row of the anchor's cell in its level's map
     x: Tensor  # (A,) int64 column of the anchor's cell
     anchor_in_cell: Tensor  # (A,) int64 which cell anchor (ratio-major, see anchors.cell_anchors)
@@ -129,7 +129,7 @@ def score_anchors(head: nn.Module, features: Features, batch: Batch, cfg: Config
     anchors = torch.cat(make_anchors(features.padded_size, shapes, cfg, device=device, dtype=maps[0].dtype))
     logits = torch.cat([flatten_level(t, 1) for t in logits_per_level], dim=1)[..., 0]  # (N, A)
     deltas = torch.cat([flatten_level(t, 4) for t in deltas_per_level], dim=1)  # (N, A, 4)
-    level, y, x, cell = anchor_coordinates(shapes, a_cell, device=device)
+    anchor_level, y, x, cell = anchor_coordinates(shapes, a_cell, device=device)
     strides = level_strides(features.padded_size, shapes)
     records = []
     for i in range(logits.shape[0]):
@@ -140,7 +140,7 @@ def score_anchors(head: nn.Module, features: Features, batch: Batch, cfg: Config
                 logits=logits[i],
                 deltas=deltas[i],
                 proposals=proposals,
-                level=level,
+                anchor_level=anchor_level,
                 y=y,
                 x=x,
                 anchor_in_cell=cell,

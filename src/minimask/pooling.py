@@ -38,7 +38,7 @@ class Pooled:
     """Chapter 5. RoIAlign features of every box of a batch, and where each came from."""
 
     features: Tensor  # (R, C, S, S) pooled features, rows image-major
-    level: Tensor  # (R,) int64 index into ``names``: 0 = "0" (P2, stride 4)
+    roi_level: Tensor  # (R,) int64 map pooled, index into ``names``: 0 = P2 (stride 4) ... 3 = P5
     image_index: Tensor  # (R,) int64 image each row belongs to
     box_index: Tensor  # (R,) int64 row of the box within its image's boxes: the lineage link
     boxes: Tensor  # (R, 4) the pooled boxes, xyxy pixels of the resized image
@@ -118,7 +118,7 @@ def roi_pool(
         empty = torch.zeros(0, dtype=torch.int64, device=levels[0].device)
         return Pooled(
             features=levels[0].new_zeros((0, levels[0].shape[1], output_size, output_size)),
-            level=empty,
+            roi_level=empty,
             image_index=empty,
             box_index=empty,
             boxes=levels[0].new_zeros((0, 4)),
@@ -153,7 +153,7 @@ def roi_pool(
         ).to(features.dtype)
     return Pooled(
         features=features,
-        level=level,
+        roi_level=level,
         image_index=image_index,
         box_index=box_index,
         boxes=boxes,

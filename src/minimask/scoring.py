@@ -33,7 +33,8 @@ class Scores:
 
     score: Tensor  # (D,) the model's score: P(label | proposal) from the box head's softmax
     labels: Tensor  # (D,) int64 detected class
-    proposal_index: Tensor  # (D,) int64 the proposal the detection came from
+    detection_index: Tensor  # (D,) int64 row in the Shortlist: the lineage link
+    proposal_index: Tensor  # (D,) int64 the proposal the detection came from (Shortlist.proposal_index)
     background: Tensor  # (D,) P(background | proposal), the same softmax row
     other_classes: Tensor  # (D,) 1 - score - background: what the other K - 1 classes took
     runner_up: Tensor  # (D,) the highest probability of any other foreground class
@@ -83,6 +84,7 @@ def score_parts(
     return Scores(
         score=score,
         labels=shortlist.labels,
+        detection_index=torch.arange(len(rows), device=rows.device),
         proposal_index=rows,
         background=background,
         other_classes=(1 - score - background).clamp(min=0),

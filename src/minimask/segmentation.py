@@ -17,17 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minimask.config import Config
+from minimask.paste import paste_boxes, paste_masks
 from minimask.pooling import roi_pool
-from minimask.shortlist import Shortlist
 from minimask.transform import resize_boxes
-
-# Detections are pasted in groups of similar window size, so that padding every window of a
-# group to the group's largest costs little (see _paste_windows).
-PASTE_GROUP = 16
 
 
 class MaskHead(nn.Sequential):
@@ -75,20 +70,28 @@ class MaskPredictor(nn.Sequential):
 
 @dataclass(frozen=True)
 class Segmentation:
-    """Chapter 7. One image's masks: 28x28 on the box, then pasted into the original image."""
+    """Chapter 7. One image's masks: 28x28 on the box, then pasted into the original image.
 
-    boxes: Tensor  # (D, 4) detection boxes that were pooled, resized-image pixels
-    level: Tensor  # (D,) int64 pyramid map each box was pooled from, 0 = P2
+    At inference the rows are the shortlist's detections (``detection_index``); in training
+    they are the positive sampled RoIs (``detection_index`` is then their row in the training
+    ``Classification``, and nothing is pasted: ``boxes_orig`` and ``masks`` are None).
+    """
+
+    boxes: Tensor  # (D, 4) boxes that were pooled, resized-image pixels
+    detection_index: Tensor  # (D,) int64 row in the Shortlist (training: in the Classification)
+    roi_level: Tensor  # (D,) int64 map each box was pooled from: 0 = P2 ... 3 = P5
     labels: Tensor  # (D,) int64 class whose channel was kept
     logits: Tensor  # (D, M, M) mask logits of that class
     probs: Tensor  # (D, M, M) sigmoid(logits): soft mask over the box
-    boxes_orig: Tensor  # (D, 4) the boxes in original-image pixels
-    masks: Tensor  # (D, 1, H, W) soft masks pasted into the original image, not thresholded
+    boxes_orig: Tensor | None  # (D, 4) the boxes in original-image pixels
+    masks: Tensor | None  # (D, 1, H, W) soft masks pasted into the original image, not thresholded
     image_size: tuple[int, int]  # resized (height, width)
     original_size: tuple[int, int]  # (H, W)
 
     def binary(self, threshold: float) -> Tensor:
         """(D, 1, H, W) bool: pixels whose probability is >= ``threshold`` (cfg.mask_threshold)."""
+        if self.masks is None:
+            raise ValueError("this Segmentation comes from a training run: nothing was pasted")
         return self.masks >= threshold
 
 
@@ -96,248 +99,69 @@ def segment(
     mask_head: nn.Module,
     mask_predictor: nn.Module,
     maps: Mapping[str, Tensor],
-    shortlists: Sequence[Shortlist],
+    boxes: Sequence[Tensor],
+    labels: Sequence[Tensor],
     image_sizes: Sequence[tuple[int, int]],
-    original_sizes: Sequence[tuple[int, int]],
     cfg: Config,
+    original_sizes: Sequence[tuple[int, int]] | None = None,
+    detection_index: Sequence[Tensor] | None = None,
 ) -> list[Segmentation]:
     """Chapter 7. Masks of every detection of a batch; one record per image.
 
-    Steps as torchvision ``RoIHeads.forward`` (mask branch, inference) and
+    ``boxes``/``labels``: per image, the detections' boxes (resized-image pixels) and classes
+    (``Shortlist.boxes``/``labels``; in training the positive RoIs and their GT classes);
+    ``detection_index``: their rows in the previous record (default ``0..D_i-1``).
+
+    Steps as torchvision ``RoIHeads.forward`` (mask branch) and
     ``GeneralizedRCNNTransform.postprocess``: 1. RoIAlign (``cfg.mask_roi_output_size``,
-    ``cfg.mask_roi_sampling_ratio``) of all images' detection boxes together; 2. mask head
-    and predictor -> ``Tensor[D, K+1, 28, 28]`` logits; 3. the detected class's channel and
-    its sigmoid (``maskrcnn_inference``); 4. boxes mapped back to the original size
-    (``resize_boxes``) and masks pasted there (``paste_masks``). Masks stay soft:
+    ``cfg.mask_roi_sampling_ratio``) of all images' boxes together; 2. mask head and
+    predictor -> ``Tensor[D, K+1, 28, 28]`` logits; 3. the given class's channel and its
+    sigmoid (``maskrcnn_inference``; in training ``maskrcnn_loss`` reads the same channel);
+    4. with ``original_sizes`` (inference), boxes mapped back to the original size
+    (``resize_boxes``) and masks pasted there (``paste.paste_masks``). Masks stay soft:
     ``cfg.mask_threshold`` is applied by callers (evaluation, figures), as in torchvision.
     Detectron2 takes the channel before the sigmoid (same values) and thresholds at 0.5.
     """
-    boxes = [s.boxes for s in shortlists]
     pooled = roi_pool(maps, boxes, image_sizes, cfg.mask_roi_output_size, cfg.mask_roi_sampling_ratio, cfg)
     logits = mask_predictor(mask_head(pooled.features))  # (D_all, K+1, M, M)
-    labels = torch.cat([s.labels for s in shortlists]) if shortlists else logits.new_zeros(0, dtype=torch.int64)
-    logits = logits[torch.arange(len(labels), device=labels.device), labels]  # (D_all, M, M)
+    all_labels = torch.cat(list(labels)) if labels else logits.new_zeros(0, dtype=torch.int64)
+    logits = logits[torch.arange(len(all_labels), device=all_labels.device), all_labels]  # (D_all, M, M)
     counts = [len(b) for b in boxes]
+    if detection_index is None:
+        detection_index = [torch.arange(n, device=logits.device) for n in counts]
+    originals = original_sizes if original_sizes is not None else [None] * len(boxes)
     records = []
-    for s, lg, lv, size, orig in zip(
-        shortlists, logits.split(counts), pooled.level.split(counts), image_sizes, original_sizes, strict=True
+    for b, lab, index, lg, lv, size, orig in zip(
+        boxes,
+        labels,
+        detection_index,
+        logits.split(counts),
+        pooled.roi_level.split(counts),
+        image_sizes,
+        originals,
+        strict=True,
     ):
-        size, orig = (int(size[0]), int(size[1])), (int(orig[0]), int(orig[1]))
+        size = (int(size[0]), int(size[1]))
         probs = lg.sigmoid()
-        boxes_orig = resize_boxes(s.boxes, size, orig)
-        # torchvision's paste uses the reported boxes; the sub-pixel paste maps them itself
-        paste_at = boxes_orig if cfg.mask_paste == "torchvision" else paste_boxes(s.boxes, size, orig, cfg)
+        boxes_orig = masks = None
+        if orig is not None:
+            orig = (int(orig[0]), int(orig[1]))
+            boxes_orig = resize_boxes(b, size, orig)
+            # torchvision's paste uses the reported boxes; the sub-pixel paste maps them itself
+            paste_at = boxes_orig if cfg.mask_paste == "torchvision" else paste_boxes(b, size, orig, cfg)
+            masks = paste_masks(probs, paste_at, orig, cfg)
         records.append(
             Segmentation(
-                boxes=s.boxes,
-                level=lv,
-                labels=s.labels,
+                boxes=b,
+                detection_index=index,
+                roi_level=lv,
+                labels=lab,
                 logits=lg,
                 probs=probs,
                 boxes_orig=boxes_orig,
-                masks=paste_masks(probs, paste_at, orig, cfg),
+                masks=masks,
                 image_size=size,
-                original_size=orig,
+                original_size=orig if orig is not None else size,
             )
         )
     return records
-
-
-# --- pasting -----------------------------------------------------------------------------------
-def paste_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int], cfg: Config) -> Tensor:
-    """Chapter 7. Boxes of the resized image mapped to the original one for the sub-pixel paste.
-
-    The resize (bilinear, align_corners=False) maps pixel centres: centre ``x + 0.5`` of the
-    original lands on ``(x + 0.5) * s`` in the resized image. A model whose RoIAlign reads
-    pixel ``p`` at coordinate ``p`` (``roi_aligned=False``, torchvision's) has its boxes in
-    that convention, so the exact map back is ``(x + 0.5) / s - 0.5``, not torchvision's
-    plain ``x / s`` (``transform.resize_boxes``, kept for the reported boxes, for parity).
-    With ``roi_aligned=True`` coordinates are continuous and ``x / s`` is exact. On the
-    shapes val split the shipped model's sub-pixel mask AP is 0.859 this way and 0.835 with
-    the plain ratio.
-    """
-    shift = 0.0 if cfg.roi_aligned else 0.5
-    ratio_h = float(to_size[0]) / float(from_size[0])
-    ratio_w = float(to_size[1]) / float(from_size[1])
-    scale = boxes.new_tensor([ratio_w, ratio_h, ratio_w, ratio_h])
-    return (boxes + shift) * scale - shift
-
-
-def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], cfg: Config) -> Tensor:
-    """Chapter 7. Resample each box's M x M mask into an image of ``image_size``.
-
-    ``masks``: ``Tensor[D, M, M]`` (or ``[D, 1, M, M]``) probabilities; ``boxes``:
-    ``Tensor[D, 4]`` in the pixels of the image pasted into; returns ``Tensor[D, 1, H, W]``,
-    zero outside each box's reach. ``cfg.mask_paste`` picks the rule:
-
-    - "torchvision" (default, for parity): torchvision ``paste_masks_in_image``. The mask
-      gets a border of ``cfg.mask_paste_padding`` zero cells (30x30), the box is enlarged by
-      30/28 about its centre and truncated to integers, the padded mask is resized bilinearly
-      (align_corners=False) to (y2 - y1 + 1) x (x2 - x1 + 1) pixels and copied in.
-    - "subpixel": as Detectron2 ``_do_paste_mask`` (GPU path, whole image): every pixel
-      centre is mapped into the continuous box and the M x M mask is sampled there
-      bilinearly (``grid_sample``, align_corners=False, zeros outside the mask).
-
-    Difference: torchvision resizes and pastes one mask at a time; here each rule is written
-    as separable interpolation weights, ``mask_window = Wy @ mask @ Wx^T`` (``Wy``, ``Wx``
-    having two non-zero taps per row), computed for groups of detections with one batched
-    matrix product and restricted to the window each mask can reach. The values agree with
-    torchvision's to float rounding (<= 1e-6).
-    """
-    if masks.dim() == 4:
-        if masks.shape[1] != 1:
-            raise ValueError(f"paste_masks: masks must be [D, M, M] or [D, 1, M, M], got {tuple(masks.shape)}")
-        masks = masks[:, 0]
-    if masks.dim() != 3 or boxes.dim() != 2 or boxes.shape[-1] != 4 or len(masks) != len(boxes):
-        raise ValueError(
-            f"paste_masks: need masks [D, M, M] and boxes [D, 4], got {tuple(masks.shape)} and {tuple(boxes.shape)}"
-        )
-    height, width = int(image_size[0]), int(image_size[1])
-    out = masks.new_zeros((len(masks), 1, height, width))
-    if len(masks) == 0:
-        return out
-    if cfg.mask_paste == "torchvision":
-        padded = F.pad(masks, (cfg.mask_paste_padding,) * 4)
-        x_axis, y_axis = _torchvision_weights(boxes, masks.shape[-1], cfg.mask_paste_padding, (height, width))
-    else:
-        padded = masks
-        # the pixel convention of the RoIAlign that made the mask targets (see _subpixel_weights)
-        offset = 0.5 if cfg.roi_aligned else 0.0
-        x_axis, y_axis = _subpixel_weights(boxes, masks.shape[-1], (height, width), offset)
-    _paste_windows(out, padded, x_axis, y_axis)
-    return out
-
-
-# One axis of a paste: window start (D,) and length (D,) in image pixels, and the weights
-# (D, L, n_in) that map the mask's n_in cells onto the L >= length pixels of the window.
-Axis = tuple[Tensor, Tensor, Tensor]
-
-
-def _torchvision_weights(boxes: Tensor, side: int, padding: int, image_size: tuple[int, int]) -> tuple[Axis, Axis]:
-    """Per-axis (x, then y) window and bilinear weights of torchvision's paste.
-
-    ``expand_masks``/``expand_boxes``/``paste_mask_in_image`` (roi_heads.py): enlarge the box
-    by (M + 2 * padding) / M about its centre, truncate to int64, paste (x2 - x1 + 1) x
-    (y2 - y1 + 1) pixels (at least 1) clipped to the image.
-    """
-    scale = float(side + 2 * padding) / side
-    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
-    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
-    cx = (boxes[:, 2] + boxes[:, 0]) * 0.5
-    cy = (boxes[:, 3] + boxes[:, 1]) * 0.5
-    corners = torch.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), dim=1).to(torch.int64)
-    n_in = side + 2 * padding
-    per_axis = []
-    for lo, hi, limit in ((corners[:, 0], corners[:, 2], image_size[1]), (corners[:, 1], corners[:, 3], image_size[0])):
-        size = (hi - lo + 1).clamp(min=1)  # resized mask length, torchvision's "+ 1"
-        start = lo.clamp(min=0)
-        stop = torch.minimum(hi + 1, torch.full_like(hi, limit))
-        length = (stop - start).clamp(min=0)
-        per_axis.append((start, length, _resize_weights(start - lo, size, length, n_in)))
-    return per_axis[0], per_axis[1]
-
-
-def _resize_weights(offset: Tensor, size: Tensor, length: Tensor, n_in: int) -> Tensor:
-    """``Tensor[D, L, n_in]``: rows of ``F.interpolate(bilinear, align_corners=False)`` weights.
-
-    Row ``j`` of detection ``d`` gives output pixel ``offset[d] + j`` of a length-``n_in``
-    signal resized to ``size[d]``; rows ``j >= length[d]`` are zero (outside the window).
-    The arithmetic is ATen's ``area_pixel_compute_source_index`` +
-    ``guard_index_and_lambda`` (UpSample.h): scale = n_in / size in float32, source =
-    scale * (dst + 0.5) - 0.5 clamped at 0, index = floor, lambda = source - index.
-    ATen's vectorised CPU kernel evaluates the source with a fused multiply-add (one
-    rounding); the product is formed here in float64 (exact) and rounded once to match it.
-    Measured on CPU: outputs then agree to 1 ulp; with two roundings, to about 8 ulp.
-    """
-    longest = int(length.max())
-    j = torch.arange(longest, device=offset.device)
-    dst = (offset[:, None] + j[None, :]).to(torch.float64) + 0.5
-    scale = (torch.tensor(float(n_in), dtype=torch.float32, device=offset.device) / size.to(torch.float32)).double()
-    src = (scale[:, None] * dst - 0.5).to(torch.float32).clamp(min=0)
-    i0 = src.floor().clamp(max=n_in - 1)
-    lam1 = (src - i0).clamp(0, 1)
-    inside = (j[None, :] < length[:, None]).to(src.dtype)
-    return _two_taps(i0.to(torch.int64), (1 - lam1) * inside, lam1 * inside, n_in, drop_outside=False)
-
-
-def _subpixel_weights(boxes: Tensor, side: int, image_size: tuple[int, int], offset: float = 0.5) -> tuple[Axis, Axis]:
-    """Per-axis (x, then y) window and weights of sampling the mask at each pixel.
-
-    Detectron2 ``_do_paste_mask``: pixel ``p`` sits at ``p + offset`` and maps to
-    ``g = (p + offset - x1) / (x2 - x1) * 2 - 1``; ``grid_sample`` (align_corners=False)
-    reads mask coordinate ``u = ((g + 1) * M - 1) / 2`` with taps floor(u), floor(u) + 1,
-    each zero outside [0, M - 1]. A pixel is reached while -1 < u < M, i.e. within half a
-    mask cell of the box.
-
-    ``offset`` must be the convention of the RoIAlign that made the mask targets, so that the
-    paste inverts it. Detectron2's ROIAlignV2 (aligned=True) puts pixel p's centre at p + 0.5,
-    so it pastes at 0.5. torchvision's ``roi_align(aligned=False)`` reads pixel p at coordinate
-    p, so a model trained on torchvision's targets (``project_masks_on_boxes``) learned masks
-    half a pixel up and left of Detectron2's convention; ``paste_masks`` uses offset 0 for it.
-    On the shapes val split, ground-truth masks through the 28x28 target and this paste
-    reach mask AP 0.993 with offset 0 and 0.892 with 0.5 (``minimask.evaluate --ceiling``).
-    """
-    per_axis = []
-    for lo, hi, limit in ((boxes[:, 0], boxes[:, 2], image_size[1]), (boxes[:, 1], boxes[:, 3], image_size[0])):
-        reach = (hi - lo) / (2 * side) + 1  # half a mask cell, plus a pixel of slack
-        start = torch.floor(lo - reach).clamp(0, limit).to(torch.int64)
-        stop = torch.ceil(hi + reach).clamp(0, limit).to(torch.int64)
-        length = (stop - start).clamp(min=0)
-        longest = int(length.max())
-        j = torch.arange(longest, device=boxes.device)
-        centre = (start[:, None] + j[None, :]).to(boxes.dtype) + offset
-        extent = (hi - lo).clamp(min=1e-6)  # a zero-width box reaches no pixel (instead of 0 / 0)
-        g = (centre - lo[:, None]) / extent[:, None] * 2 - 1
-        u = ((g + 1) * side - 1) / 2
-        i0 = u.floor()
-        lam1 = u - i0
-        inside = (j[None, :] < length[:, None]).to(u.dtype)
-        weights = _two_taps(i0.to(torch.int64), (1 - lam1) * inside, lam1 * inside, side, drop_outside=True)
-        per_axis.append((start, length, weights))
-    return per_axis[0], per_axis[1]
-
-
-def _two_taps(i0: Tensor, w0: Tensor, w1: Tensor, n_in: int, drop_outside: bool) -> Tensor:
-    """Dense ``Tensor[D, L, n_in]`` from taps ``i0`` (weight ``w0``) and ``i0 + 1`` (``w1``).
-
-    ``drop_outside``: a tap outside [0, n_in - 1] reads zero (grid_sample's zero padding);
-    otherwise the second tap is clamped onto the last element (F.interpolate's edge rule).
-    """
-    i1 = i0 + 1
-    if drop_outside:
-        w0 = torch.where((i0 >= 0) & (i0 < n_in), w0, torch.zeros_like(w0))
-        w1 = torch.where((i1 >= 0) & (i1 < n_in), w1, torch.zeros_like(w1))
-    i0 = i0.clamp(0, n_in - 1)
-    i1 = i1.clamp(0, n_in - 1)
-    weights = w0.new_zeros((*w0.shape, n_in))
-    weights.scatter_add_(2, i0[..., None], w0[..., None])
-    weights.scatter_add_(2, i1[..., None], w1[..., None])
-    return weights
-
-
-def _paste_windows(out: Tensor, masks: Tensor, x_axis: Axis, y_axis: Axis) -> None:
-    """Write ``wy[d] @ masks[d] @ wx[d]^T`` into the window of detection d in ``out[d, 0]``.
-
-    Detections are sorted by window area and taken in groups of ``PASTE_GROUP``; each group
-    is one pair of batched matrix products over the group's largest window (rows and columns
-    past a detection's own window have zero weight). Only the windows are computed; the rest
-    of ``out`` stays zero.
-    """
-    (x0, cols, wx), (y0, rows, wy) = x_axis, y_axis
-    order = torch.argsort(rows * cols, descending=True)
-    for group in order.split(PASTE_GROUP):
-        h, w = int(rows[group].max()), int(cols[group].max())
-        if h == 0 or w == 0:
-            continue  # an empty window (box out of the image): nothing to write
-        window = torch.bmm(wy[group, :h], torch.bmm(masks[group], wx[group, :w].transpose(1, 2)))
-        for k, (d, top, hd, left, wd) in enumerate(
-            zip(
-                group.tolist(),
-                y0[group].tolist(),
-                rows[group].tolist(),
-                x0[group].tolist(),
-                cols[group].tolist(),
-                strict=True,
-            )
-        ):
-            out[d, 0, top : top + hd, left : left + wd] = window[k, :hd, :wd]

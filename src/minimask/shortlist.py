@@ -16,6 +16,7 @@ background column removed, as torchvision flattens them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -24,36 +25,36 @@ from torchvision.ops import batched_nms
 from minimask import boxes as box_ops
 from minimask.classification import Classification
 from minimask.config import Config
-
-REASONS = ("score", "small", "nms", "cap")
+from minimask.fates import CODE, KEPT, Filtered, NmsStep, drop
 
 
 @dataclass(frozen=True)
-class Shortlist:
-    """Chapter 6. One image's detections, best first, and every candidate that was dropped."""
+class Shortlist(Filtered):
+    """Chapter 6. One image's detections, best first, and the fate of every candidate.
+
+    Rows of ``boxes`` ... ``candidate_index`` are detections; ``fate`` has one code per
+    candidate (``proposal * K + label - 1``): ``kept`` or the step that dropped it
+    (``STEPS``, in order). ``dropped``, ``funnel`` and ``suppressed_by`` (per candidate) are
+    derived (``fates.Filtered``).
+    """
+
+    STEPS: ClassVar[tuple[str, ...]] = ("score_threshold", "small_box", "nms", "cap")
 
     boxes: Tensor  # (D, 4) refined boxes, resized-image pixels
     scores: Tensor  # (D,) class probability, descending
     labels: Tensor  # (D,) int64 class, 1..K (0 = background is never a candidate)
-    proposal_index: Tensor  # (D,) int64 row in Classification / Longlist: the lineage link
+    proposal_index: Tensor  # (D,) int64 row in Classification (= Longlist row at inference)
     candidate_index: Tensor  # (D,) int64 candidate row, proposal * K + label - 1
-    dropped: dict[str, Tensor]  # reason ("score", "small", "nms", "cap") -> candidate rows
-    suppressed_by: Tensor  # (len(dropped["nms"]),) candidate row of the kept box that suppressed it
-    funnel: dict[str, int]  # candidates left after each step
+    fate: Tensor  # (P * K,) int8 code in fates.FATES for every candidate
+    nms: NmsStep  # the per-class NMS: its input candidates and decision (suppressors on demand)
     num_foreground: int  # K
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
 
     def candidate(self, row: int) -> tuple[int, int]:
         """(proposal, label) of candidate ``row``."""
         return row // self.num_foreground, row % self.num_foreground + 1
-
-    def reason(self, row: int) -> str:
-        """Why candidate ``row`` is not a detection ("kept" if it is one)."""
-        for why, rows in self.dropped.items():
-            if bool((rows == row).any()):
-                return why
-        if bool((self.candidate_index == row).any()):
-            return "kept"
-        raise IndexError(f"candidate {row} out of range (0..{self.funnel['candidates'] - 1})")
 
 
 def flatten_candidates(c: Classification) -> tuple[Tensor, Tensor, Tensor]:
@@ -68,7 +69,7 @@ def flatten_candidates(c: Classification) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def select_shortlist(c: Classification, image_size: tuple[int, int], cfg: Config) -> Shortlist:
-    """Chapter 6. Threshold, tiny-box rule, per-class NMS and cap, with every drop recorded.
+    """Chapter 6. Threshold, tiny-box rule, per-class NMS and cap, with every candidate's fate.
 
     Mirrors torchvision ``RoIHeads.postprocess_detections`` step by step: score strictly
     greater than ``cfg.box_score_thresh``; both sides >= ``cfg.box_min_size`` (1e-2 px);
@@ -82,28 +83,22 @@ def select_shortlist(c: Classification, image_size: tuple[int, int], cfg: Config
             f"select_shortlist: image_size {tuple(image_size)} != Classification.image_size {c.image_size}"
         )
     boxes, scores, labels = flatten_candidates(c)
-    rows = torch.arange(len(scores), device=scores.device)
-    funnel = {"candidates": len(rows)}
     # 1. a class probability above the threshold (strict >)
     passed = scores > cfg.box_score_thresh
-    dropped = {"score": rows[~passed]}
-    rows = rows[passed]
-    funnel["above_score"] = len(rows)
+    fate = torch.where(passed, KEPT, CODE["score_threshold"]).to(torch.int8)
+    rows = torch.where(passed)[0]
     # 2. both sides at least box_min_size pixels
     large = box_ops.remove_small(boxes[rows], cfg.box_min_size)
-    dropped["small"] = _complement(rows, large)
-    rows = rows[large]
-    funnel["large_enough"] = len(rows)
+    rows = drop(fate, "small_box", rows, large)
     # 3. NMS within each class; keep is sorted by score, descending
     keep = batched_nms(boxes[rows], scores[rows], labels[rows], cfg.box_nms_thresh)
-    dropped["nms"] = _complement(rows, keep)
-    suppressed_by = _suppressors(dropped["nms"], rows[keep], boxes, labels, cfg.box_nms_thresh)
-    rows = rows[keep]
-    funnel["after_nms"] = len(rows)
+    nms = NmsStep(
+        rows=rows, boxes=boxes[rows], scores=scores[rows], groups=labels[rows], keep=keep, threshold=cfg.box_nms_thresh
+    )
+    rows = drop(fate, "nms", rows, keep)
     # 4. the best box_detections_per_img
-    dropped["cap"] = rows[cfg.box_detections_per_img :]
+    fate[rows[cfg.box_detections_per_img :]] = CODE["cap"]
     rows = rows[: cfg.box_detections_per_img]
-    funnel["kept"] = len(rows)
     k = c.probs.shape[1] - 1
     return Shortlist(
         boxes=boxes[rows],
@@ -111,39 +106,7 @@ def select_shortlist(c: Classification, image_size: tuple[int, int], cfg: Config
         labels=labels[rows],
         proposal_index=torch.div(rows, k, rounding_mode="floor"),
         candidate_index=rows,
-        dropped=dropped,
-        suppressed_by=suppressed_by,
-        funnel=funnel,
+        fate=fate,
+        nms=nms,
         num_foreground=k,
     )
-
-
-def _complement(rows: Tensor, keep: Tensor) -> Tensor:
-    """``rows`` not selected by index tensor ``keep``, in their original order."""
-    mask = torch.ones(len(rows), dtype=torch.bool, device=rows.device)
-    mask[keep] = False
-    return rows[mask]
-
-
-def _suppressors(dropped: Tensor, kept: Tensor, boxes: Tensor, labels: Tensor, thresh: float) -> Tensor:
-    """For each NMS-dropped candidate, the kept candidate of its class that suppressed it.
-
-    Greedy NMS visits boxes best first, so the suppressor is the first kept box (in keep
-    order, i.e. by score) of the same class with IoU > ``thresh``. Computed class by class so
-    that memory stays (dropped x kept) per class. If rounding leaves no kept box strictly
-    above the threshold, the kept box of highest IoU is named.
-    """
-    out = torch.full((len(dropped),), -1, dtype=torch.int64, device=dropped.device)
-    if len(dropped) == 0:
-        return out
-    for label in torch.unique(labels[dropped]).tolist():
-        d_pos = torch.where(labels[dropped] == label)[0]
-        k_rows = kept[labels[kept] == label]
-        if len(k_rows) == 0:
-            continue
-        overlap = box_ops.iou(boxes[dropped[d_pos]], boxes[k_rows])  # (d, k)
-        above = overlap > thresh
-        first = above.to(torch.uint8).argmax(dim=1)  # first True in keep order
-        best = overlap.argmax(dim=1)
-        out[d_pos] = k_rows[torch.where(above.any(dim=1), first, best)]
-    return out

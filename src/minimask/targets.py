@@ -27,6 +27,7 @@ is never a positive; anchors on it are judged against the other objects only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -34,6 +35,7 @@ from torchvision.ops import roi_align
 
 from minimask.boxes import encode, iou
 from minimask.config import Config
+from minimask.fates import CODE, KEPT, Filtered
 
 # Reason codes, shared by every record below. ``reason_names`` of a record spells them with its
 # thresholds, e.g. "iou>=0.7" for POSITIVE_IOU in the RPN.
@@ -198,6 +200,14 @@ def sample(
     )
 
 
+def _sample_fates(m: Matches, s: Sampled) -> Tensor:
+    """Fate of each prediction in the loss: ``kept`` (drawn), ``ignored`` or ``not_sampled``."""
+    fate = torch.full(m.label.shape, KEPT, dtype=torch.int8, device=m.label.device)
+    fate[m.label < 0] = CODE["ignored"]
+    fate[(m.label >= 0) & ~(s.positive_mask | s.negative_mask)] = CODE["not_sampled"]
+    return fate
+
+
 def _final_reason(m: Matches, s: Sampled) -> Tensor:
     """Matching reason, except NOT_SAMPLED for positives and negatives that were not drawn."""
     undrawn = (m.label >= 0) & ~(s.positive_mask | s.negative_mask)
@@ -224,8 +234,14 @@ def drop_crowd(target: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
 
 # --- RPN ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class RpnTargets:
-    """Chapter 3: one image's anchors as the RPN loss sees them."""
+class RpnTargets(Filtered):
+    """Chapter 3: one image's anchors as the RPN loss sees them.
+
+    ``fate`` (one code of ``fates.FATES`` per anchor): ``kept`` = in the loss, ``ignored``
+    (IoU between the thresholds) or ``not_sampled``.
+    """
+
+    STEPS: ClassVar[tuple[str, ...]] = ("ignored", "not_sampled")
 
     anchors: Tensor  # (A, 4) xyxy, resized-image pixels
     gt_boxes: Tensor  # (G, 4) the (non-crowd) ground truth
@@ -235,6 +251,7 @@ class RpnTargets:
     reason: Tensor  # (A,) int64 final reason code: the match reason, or NOT_SAMPLED
     gt_index: Tensor  # (A,) int64 GT each positive regresses to; -1 for every other anchor
     box_targets: Tensor  # (A, 4) encoded deltas anchor -> its GT (rows with label 1 only; 0 elsewhere)
+    fate: Tensor  # (A,) int8 kept (in the loss), ignored or not_sampled
 
     @property
     def reason_names(self) -> tuple[str, ...]:
@@ -276,13 +293,20 @@ def rpn_targets(anchors: Tensor, gt_boxes: Tensor, cfg: Config, generator: torch
         reason=_final_reason(m, s),
         gt_index=gt_index,
         box_targets=box_targets,
+        fate=_sample_fates(m, s),
     )
 
 
 # --- box head -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class RoiTargets:
-    """Chapter 5: one image's proposals (GT appended) as the box head's loss sees them."""
+class RoiTargets(Filtered):
+    """Chapter 5: one image's proposals (GT appended) as the box head's loss sees them.
+
+    ``fate`` (one code of ``fates.FATES`` per row): ``kept`` = sampled into the box head,
+    ``ignored`` (IoU between the thresholds) or ``not_sampled``.
+    """
+
+    STEPS: ClassVar[tuple[str, ...]] = ("ignored", "not_sampled")
 
     boxes: Tensor  # (R, 4) proposals then the G ground-truth boxes (torchvision add_gt_proposals)
     proposal_index: Tensor  # (R,) int64 row in the longlist; -1 for an appended GT box
@@ -297,6 +321,7 @@ class RoiTargets:
     sampled_labels: Tensor  # (S,) int64 class target, 0 = background
     sampled_gt: Tensor  # (S,) int64 matched GT (0 for background rows, as torchvision's clamp)
     box_targets: Tensor  # (S, 4) encoded deltas proposal -> its GT (positives; 0 for background)
+    fate: Tensor  # (R,) int8 kept (sampled), ignored or not_sampled
 
     @property
     def reason_names(self) -> tuple[str, ...]:
@@ -362,6 +387,7 @@ def roi_targets(
         sampled_labels=sampled_labels,
         sampled_gt=sampled_gt,
         box_targets=box_targets,
+        fate=_sample_fates(m, s),
     )
 
 
@@ -370,7 +396,7 @@ def roi_targets(
 class MaskTargets:
     """Chapter 7: what each positive RoI's 28x28 mask should be."""
 
-    roi_index: Tensor  # (Q,) int64 row among RoiTargets' sampled rows (the positives, in order)
+    classification_index: Tensor  # (Q,) int64 row in the training Classification (a sampled RoI)
     boxes: Tensor  # (Q, 4) the positive proposals (not refined boxes)
     labels: Tensor  # (Q,) int64 class of the matched GT: the mask channel that is trained
     gt_index: Tensor  # (Q,) int64 matched GT
@@ -403,4 +429,6 @@ def mask_targets(roi: RoiTargets, gt_masks: Tensor, size: int = 28) -> MaskTarge
         masks = torch.zeros((0, size, size), dtype=boxes.dtype, device=boxes.device)
     else:
         masks = project_masks(gt_masks, boxes, gt_index, size)
-    return MaskTargets(roi_index=pos, boxes=boxes, labels=roi.sampled_labels[pos], gt_index=gt_index, masks=masks)
+    return MaskTargets(
+        classification_index=pos, boxes=boxes, labels=roi.sampled_labels[pos], gt_index=gt_index, masks=masks
+    )

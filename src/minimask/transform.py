@@ -18,6 +18,7 @@ with rounding instead of flooring (480x640 -> 800x1067 there, 800x1066 here).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,74 @@ def _check_image(image: Any, i: int) -> Tensor:
             "normalisation happens inside the model)"
         )
     return image
+
+
+def check_targets(images: Sequence[Tensor], targets: Any, cfg: Config) -> list[dict[str, Tensor]]:
+    """Chapter 9. Validate training targets; return copies with int64 labels on the images' device.
+
+    Each target is a dict with ``boxes`` float ``Tensor[B, 4]`` (x1, y1, x2, y2 pixels of the
+    original image, x2 > x1 and y2 > y1), ``labels`` integer ``Tensor[B]`` in 1..num_classes-1
+    (0 is background), ``masks`` ``Tensor[B, H, W]`` (the image's H, W; 0/1 or bool) and
+    optionally ``iscrowd`` ``Tensor[B]``. Errors name the image, key and object index.
+    torchvision checks less, and partly by ``assert`` (``GeneralizedRCNN.forward``: boxes shape
+    and degenerate boxes; ``RoIHeads.forward``: dtypes); out-of-range labels there fail later
+    with an index error or a CUDA assert.
+    """
+    if not isinstance(targets, (list, tuple)):
+        raise TypeError(f"targets must be a list of dicts (one per image), got {type(targets).__name__}")
+    if len(targets) != len(images):
+        raise ValueError(f"got {len(targets)} targets for {len(images)} images")
+    out = []
+    for i, (image, t) in enumerate(zip(images, targets, strict=True)):
+        where = f"targets[{i}]"
+        if not isinstance(t, dict):
+            raise TypeError(f"{where} must be a dict, got {type(t).__name__}")
+        for key in ("boxes", "labels", "masks"):
+            if key not in t:
+                raise ValueError(f"{where} has no '{key}' (Mask R-CNN needs boxes, labels and masks)")
+            if not isinstance(t[key], Tensor):
+                raise TypeError(f"{where}['{key}'] must be a Tensor, got {type(t[key]).__name__}")
+        boxes, labels, masks = t["boxes"], t["labels"], t["masks"]
+        if boxes.dim() != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"{where}['boxes'] must have shape [B, 4], got {list(boxes.shape)}")
+        if not boxes.is_floating_point():
+            raise TypeError(f"{where}['boxes'] must be a float tensor, got {boxes.dtype}")
+        b = boxes.shape[0]
+        bad = ~torch.isfinite(boxes).all(dim=1)
+        if bad.any():
+            j = int(torch.where(bad)[0][0])
+            raise ValueError(f"{where}['boxes'][{j}] = {boxes[j].tolist()} is not finite")
+        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        if bad.any():
+            j = int(torch.where(bad)[0][0])
+            raise ValueError(
+                f"{where}['boxes'][{j}] = {boxes[j].tolist()} is degenerate: boxes are (x1, y1, x2, y2) "
+                "with x2 > x1 and y2 > y1"
+            )
+        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+            raise TypeError(f"{where}['labels'] must be an integer tensor, got {labels.dtype}")
+        if labels.shape != (b,):
+            raise ValueError(f"{where}['labels'] must have shape [{b}] (one per box), got {list(labels.shape)}")
+        bad = (labels < 1) | (labels >= cfg.num_classes)
+        if bad.any():
+            j = int(torch.where(bad)[0][0])
+            raise ValueError(
+                f"{where}['labels'][{j}] = {int(labels[j])} is out of range: must be in 1..{cfg.num_classes - 1} "
+                f"(0 is background; cfg.num_classes = {cfg.num_classes} includes it)"
+            )
+        h, w = image.shape[-2:]
+        if masks.shape != (b, h, w):
+            raise ValueError(
+                f"{where}['masks'] must have shape [{b}, {h}, {w}] (one mask per box, image size), "
+                f"got {list(masks.shape)}"
+            )
+        if "iscrowd" in t and (not isinstance(t["iscrowd"], Tensor) or t["iscrowd"].shape != (b,)):
+            raise ValueError(f"{where}['iscrowd'] must be a Tensor of shape [{b}]")
+        device = image.device
+        checked = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in t.items()}
+        checked["labels"] = labels.to(device=device, dtype=torch.int64)
+        out.append(checked)
+    return out
 
 
 def resized_size(size: tuple[int, int], cfg: Config) -> tuple[tuple[int, int], float]:
