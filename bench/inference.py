@@ -5,7 +5,7 @@ For each preset (``Config.torchvision_r50()`` with torchvision's seeded random
 model built by ``compat.torchvision_model``) it times, in one process and interleaved
 (torchvision, ours, ours, torchvision, ...), the whole eval forward on the same images, and
 the mask pasting alone (100 masks of 28x28 into a 480x640 image: torchvision
-``paste_masks_in_image`` vs ``minimask.segmentation.paste_masks``). It prints the median of
+``paste_masks_in_image`` vs ``minimask.paste.paste_masks``). It prints the median of
 each and the ratio ours / torchvision (< 1: ours is faster), and checks that the outputs agree.
 
     python bench/inference.py              # about 2 minutes on 2 idle cores
@@ -29,7 +29,7 @@ import torchvision
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from minimask import Config, compat
-from minimask.segmentation import paste_masks
+from minimask.paste import paste_masks
 
 
 def interleaved(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:

@@ -102,13 +102,13 @@ def synthetic_objectness(
     n = len(anchors)
     logits = torch.randn(n, generator=g) * 3
     deltas = torch.randn(n, 4, generator=g) * delta_std
-    level, y, x, cell = anchor_coordinates(shapes, a_cell)
+    anchor_level, y, x, cell = anchor_coordinates(shapes, a_cell)
     return Objectness(
         anchors=anchors,
         logits=logits,
         deltas=deltas,
         proposals=decode(deltas, anchors, cfg.rpn_bbox_reg_weights, cfg.bbox_xform_clip),
-        level=level,
+        anchor_level=anchor_level,
         y=y,
         x=x,
         anchor_in_cell=cell,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers_records import check_partition
 from test_targets import _proposals, grid_anchors, random_boxes, tv_roi_heads, tv_rpn
 from torchvision.models.detection.roi_heads import fastrcnn_loss, maskrcnn_loss
 
@@ -269,21 +270,44 @@ def test_crowd_objects_do_not_change_the_losses():
         torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-5, msg=key)
 
 
-def test_training_step_records_are_consistent():
-    """Oracle: the records' own invariants (sampled counts, lineage) and ``training_losses``' dict."""
-    from minimask.losses import training_step
-
+def test_training_run_records_are_consistent():
+    """Oracles: the train-mode forward (same seed: the same losses, exactly) and the records' own
+    invariants: sampled counts, fates partitioning anchors and RoIs, links between the records."""
     ours, _ = _models(Config.shapes())
     images, targets = _shapes_batch(with_crowd=True)
     torch.manual_seed(3)
-    step = training_step(ours, images, targets)
-    assert step.crowd_dropped[0].tolist() == [3] and step.crowd_dropped[1].numel() == 0
+    run = ours.run(images, targets)
+    torch.manual_seed(3)
+    expected = ours.train()(images, targets)
+    ours.eval()
+    assert list(run.losses) == list(LOSS_KEYS)
+    for key in LOSS_KEYS:
+        assert torch.equal(run.losses[key], expected[key]), key
+    assert run.crowd_dropped[0].tolist() == [3] and run.crowd_dropped[1].numel() == 0
+    assert run.shortlist == [] and run.scores == []
+    with pytest.raises(ValueError, match="training run"):
+        _ = run.detections
     cfg = ours.config
-    for rpn, roi, masks, ll in zip(step.rpn, step.roi, step.masks, step.longlists, strict=True):
+    records = zip(
+        run.rpn_targets, run.roi_targets, run.mask_targets, run.longlist, run.classification, run.segmentation,
+        strict=True,
+    )  # fmt: skip
+    for rpn, roi, masks, ll, cls, seg in records:
         assert rpn.sample.index.numel() == cfg.rpn_batch_size_per_image
+        check_partition(rpn, rpn.sample.index)
+        check_partition(roi, roi.sampled_index)
         assert roi.boxes.shape[0] == ll.boxes.shape[0] + roi.gt_boxes.shape[0]
         assert masks.boxes.shape[0] == int((roi.sampled_labels > 0).sum()) == roi.sample.positive.numel()
-    assert step.rpn_loss.num_sampled == 2 * cfg.rpn_batch_size_per_image
+        # classification rows are the sampled RoIs, linked to the longlist (-1: a GT box)
+        assert torch.equal(cls.proposal_boxes, roi.sampled_boxes)
+        assert torch.equal(cls.proposal_index, roi.proposal_index[roi.sampled_index])
+        linked = cls.proposal_index >= 0
+        assert torch.equal(cls.proposal_boxes[linked], ll.boxes[cls.proposal_index[linked]].detach())
+        # mask rows are the positive RoIs, linked to their classification rows
+        assert torch.equal(seg.detection_index, masks.classification_index)
+        assert torch.equal(seg.boxes, cls.proposal_boxes[masks.classification_index])
+        assert torch.equal(seg.labels, roi.sampled_labels[masks.classification_index])
+    assert run.rpn_loss.num_sampled == 2 * cfg.rpn_batch_size_per_image
 
 
 def test_loss_goes_down_with_sgd():
@@ -338,7 +362,7 @@ def _bad(**change):
 def test_check_targets_names_the_problem(change, error, pattern):
     """Oracle: the documented target contract (torchvision's, with named indices); each bad field raises
     our own error naming the image, key and box."""
-    from minimask.losses import check_targets
+    from minimask.transform import check_targets
 
     images, targets = _bad(**change)
     with pytest.raises(error, match=pattern):
@@ -347,7 +371,7 @@ def test_check_targets_names_the_problem(change, error, pattern):
 
 def test_check_targets_structure():
     """Oracle: the documented contract: one dict per image, with boxes, labels and masks."""
-    from minimask.losses import check_targets
+    from minimask.transform import check_targets
 
     images, targets = _shapes_batch()
     cfg = Config.shapes()

@@ -212,16 +212,18 @@ def test_to_torchvision_round_trip(shapes):
         assert_same_detections(back(batch), ours(batch), min_count=1)
 
 
-def test_train_mode_calls_training_losses(shapes, monkeypatch):
-    """The train-mode forward hands over to minimask.losses.training_losses (and needs targets)."""
-    import minimask.losses
-
+def test_train_mode_returns_the_training_runs_losses(shapes, monkeypatch):
+    """The train-mode forward is ``run(images, targets).losses`` (one chain), and needs targets."""
     _, ours = shapes
     calls = []
-    monkeypatch.setattr(minimask.losses, "training_losses", lambda m, i, t: calls.append((m, i, t)) or {"x": 1})
+
+    class FakeRun:
+        losses = {"x": 1}
+
+    monkeypatch.setattr(type(ours), "run", lambda self, i, t=None: calls.append((self, i, t)) or FakeRun())
     ours.train()
     try:
-        assert ours([torch.zeros(3, 8, 8)], [{}]) == {"x": 1} and calls[0][0] is ours
+        assert ours([torch.zeros(3, 8, 8)], [{}]) == {"x": 1} and calls[0][0] is ours and calls[0][2] == [{}]
         with pytest.raises(ValueError, match="targets"):
             ours([torch.zeros(3, 8, 8)])
     finally:

@@ -292,7 +292,7 @@ def test_mask_targets_equal_project_masks_on_boxes():
     got = mask_targets(roi, masks, 28)
     torch.testing.assert_close(got.masks, expected, rtol=0, atol=0)
     assert got.labels.tolist() == torch.tensor([2, 1])[matched_tv[0][pos]].tolist()
-    assert got.roi_index.tolist() == pos.tolist()
+    assert got.classification_index.tolist() == pos.tolist()
     assert 0 < got.masks.mean() < 1 and ((got.masks > 0) & (got.masks < 1)).any()  # soft borders
     torch.testing.assert_close(project_masks(masks, boxes_tv[0][pos], matched_tv[0][pos], 14),
                                project_masks_on_boxes(masks, boxes_tv[0][pos], matched_tv[0][pos], 14))  # fmt: skip
