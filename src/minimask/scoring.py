@@ -93,3 +93,92 @@ def score_parts(
         mask_quality=torch.where(cells > 0, mask_sum / cells.clamp(min=1), torch.zeros_like(mask_sum)),
         mask_fraction=cells.to(score.dtype) / max(inside[0].numel() if len(inside) else 1, 1),
     )
+
+
+# --- chapter 8: is the score calibrated? Matching detections to ground truth, reliability ---------
+
+
+def coco_iou(detections: Tensor | list[dict], ground_truth: Tensor | list[dict]) -> Tensor:
+    """Chapter 8. ``Tensor[D, G]`` IoU of every detection with every ground-truth object, by pycocotools.
+
+    Either both boxes (``Tensor[N, 4]`` xyxy pixels) or both masks (lists of COCO RLEs, e.g.
+    ``evaluate.encode_masks``); computed by ``pycocotools.mask.iou`` with no crowd objects,
+    as ``COCOeval.computeIoU`` does. Boxes use COCO's continuous width ``x2 - x1`` (no "+1").
+    """
+    from pycocotools import mask as mask_utils
+
+    rows, cols = len(detections), len(ground_truth)
+    if rows == 0 or cols == 0:
+        return torch.zeros((rows, cols), dtype=torch.float64)
+    if isinstance(detections, Tensor):
+        detections = _xywh(detections)
+        ground_truth = _xywh(ground_truth)
+    table = mask_utils.iou(detections, ground_truth, [0] * cols)
+    return torch.as_tensor(table, dtype=torch.float64).reshape(rows, cols)
+
+
+def _xywh(boxes: Tensor) -> list[list[float]]:
+    boxes = boxes.detach().double().cpu()
+    return torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+
+
+def match_by_score(iou: Tensor, scores: Tensor, labels: Tensor, gt_labels: Tensor, threshold: float = 0.5) -> Tensor:
+    """Chapter 8. ``Tensor[D]`` int64: the ground-truth object each detection matches, -1 if none.
+
+    COCOeval's greedy rule for one image and one IoU threshold (``COCOeval.evaluateImg``):
+    detections in descending score (stable), each takes the not-yet-taken object of its own
+    class with the highest IoU, provided that IoU is at least ``threshold``. A detection
+    that matches is a true positive at that threshold; the rest are false positives.
+    """
+    match = torch.full((len(scores),), -1, dtype=torch.int64)
+    taken = torch.zeros(len(gt_labels), dtype=torch.bool)
+    for d in torch.argsort(scores, descending=True, stable=True).tolist():
+        candidates = (gt_labels == labels[d]) & ~taken & (iou[d] >= min(threshold, 1 - 1e-10))
+        if candidates.any():
+            g = int(torch.where(candidates, iou[d], torch.full_like(iou[d], -1.0)).argmax())
+            match[d] = g
+            taken[g] = True
+    return match
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Chapter 8. A reliability diagram's numbers: scores binned, and how often each bin was right."""
+
+    edges: Tensor  # (B + 1,) bin edges over [0, 1]; bin b holds edges[b] < score <= edges[b + 1]
+    confidence: Tensor  # (B,) mean score in each bin (NaN where empty)
+    accuracy: Tensor  # (B,) fraction of that bin's detections that are correct (NaN where empty)
+    count: Tensor  # (B,) int64 detections in each bin
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error: sum over bins of count / total * |accuracy - confidence|."""
+        full = self.count > 0
+        total = int(self.count.sum())
+        if total == 0:
+            return 0.0
+        gap = (self.accuracy[full] - self.confidence[full]).abs()
+        return float((self.count[full].double() / total * gap).sum())
+
+
+def reliability(scores: Tensor, correct: Tensor, bins: int = 10) -> Reliability:
+    """Chapter 8. Bin ``scores`` into ``bins`` equal-width bins of (0, 1]; per bin the mean score
+    and the fraction of ``correct`` (bool) detections. Guo et al. (2017), "On Calibration of
+    Modern Neural Networks", section 2, define the reliability diagram and ECE this way.
+    """
+    scores = scores.detach().double().cpu()
+    correct = correct.detach().cpu().double()
+    edges = torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64)
+    index = (torch.bucketize(scores, edges, right=False) - 1).clamp(0, bins - 1)  # right-closed bins
+    count = torch.bincount(index, minlength=bins)
+    score_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, scores)
+    right_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct)
+    nan = torch.full((bins,), float("nan"), dtype=torch.float64)
+    confidence = torch.where(count > 0, score_sum / count.clamp(min=1), nan)
+    accuracy = torch.where(count > 0, right_sum / count.clamp(min=1), nan)
+    return Reliability(edges=edges, confidence=confidence, accuracy=accuracy, count=count)
+
+
+def expected_calibration_error(scores: Tensor, correct: Tensor, bins: int = 10) -> float:
+    """Chapter 8. ECE of ``scores`` against ``correct`` over ``bins`` equal-width bins."""
+    return reliability(scores, correct, bins).ece
