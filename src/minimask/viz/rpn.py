@@ -1,0 +1,630 @@
+"""Figures for chapters 2-4: the features, the objectness of every anchor, the longlist.
+
+Every function takes a stage record (``transform.Batch``, ``backbone.Features``,
+``objectness.Objectness``, ``targets.RpnTargets``, ``longlist.Longlist``) or plain tensors,
+plus the picture to draw on, and returns a ``Figure``; none calls ``show`` or ``savefig``.
+Conventions of the book (STYLE.md): before classification one colour per FPN level
+(``viz.level_color``); kept boxes solid, dropped ones thin grey dotted; ground truth black
+dashed. Pictures are ``Tensor[3, h, w]`` in [0, 1] at the size the boxes are in (the
+resized image for every record of these chapters).
+
+Two helpers compute what the figures draw and are tested like them:
+``funnel_per_level`` (how many anchors of each level survive each step of the longlist) and
+``coverage_ledger`` (how many ground-truth objects some surviving box still covers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from torch import Tensor
+
+from minimask import boxes as box_ops
+from minimask.fates import CODE
+from minimask.targets import LOW_QUALITY
+from minimask.viz import DROPPED_STYLE, GT_STYLE, _image_array, level_color
+
+LEVEL_NAMES = ("P2", "P3", "P4", "P5", "P6")
+STEP_LABELS = {
+    "input": "all anchors",
+    "pre_nms_top_k": "pre-NMS top-k",
+    "small_box": "small boxes",
+    "score_threshold": "score threshold",
+    "nms": "NMS",
+    "cap": "post-NMS top-k",
+}
+
+
+def _level_name(level: int) -> str:
+    return LEVEL_NAMES[level] if level < len(LEVEL_NAMES) else f"level {level}"
+
+
+def _picture(ax: plt.Axes, picture, grey: bool = False) -> tuple[int, int]:
+    """Draw the picture (optionally as a faint grey), limits on its pixels; returns (h, w)."""
+    array = _image_array(picture)
+    if grey:
+        array = np.repeat(array.mean(axis=2, keepdims=True), 3, axis=2) * 0.6 + 0.4
+    h, w = array.shape[:2]
+    ax.imshow(array, interpolation="nearest", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return h, w
+
+
+def _rect(ax: plt.Axes, box, **style) -> Rectangle:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    patch = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style)
+    ax.add_patch(patch)
+    return patch
+
+
+def _ground_truth(ax: plt.Axes, gt_boxes) -> None:
+    if gt_boxes is None:
+        return
+    for box in torch.as_tensor(gt_boxes).reshape(-1, 4).tolist():
+        _rect(ax, box, **GT_STYLE)
+
+
+def _axes_grid(rows: int, cols: int, figsize: tuple[float, float], axes=None):
+    if axes is None:
+        fig, axes = plt.subplots(rows, cols, figsize=figsize, squeeze=False)
+        return fig, axes
+    axes = np.asarray(axes, dtype=object).reshape(rows, cols)
+    return axes[0, 0].figure, axes
+
+
+# --- chapter 2: features ---------------------------------------------------------------------------
+def unnormalize(tensor: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Chapter 2. A normalised ``Tensor[3, H, W]`` back to [0, 1] colours (for display only)."""
+    m = torch.as_tensor(mean, dtype=tensor.dtype)[:, None, None]
+    s = torch.as_tensor(std, dtype=tensor.dtype)[:, None, None]
+    return (tensor * s + m).clamp(0, 1)
+
+
+def resize_and_pad(images: Sequence[Tensor], batch, mean, std, axes=None) -> Figure:
+    """Chapter 2. Each image as given and as the network gets it, at one pixel scale.
+
+    One row per image: left the original, right its slice of ``batch.tensors`` (resized,
+    then zero-padded to the batch's padded size; the padding hatched). Both panels span the
+    padded size, so an enlarged image looks larger.
+    """
+    n = len(images)
+    hp, wp = batch.padded_size
+    fig, axes = _axes_grid(n, 2, (6.4, 3.1 * n), axes)
+    for i, image in enumerate(images):
+        (h, w), (oh, ow) = batch.image_sizes[i], batch.original_sizes[i]
+        left, right = axes[i]
+        left.imshow(_image_array(image), interpolation="nearest", extent=(-0.5, ow - 0.5, oh - 0.5, -0.5))
+        left.set_title(f"given: {oh}×{ow}", fontsize=9)
+        shown = unnormalize(batch.tensors[i], mean, std)
+        right.imshow(_image_array(shown), interpolation="nearest", extent=(-0.5, wp - 0.5, hp - 0.5, -0.5))
+        pad_style = {"facecolor": "0.85", "edgecolor": "0.5", "hatch": "///", "linewidth": 0}
+        if h < hp:
+            right.add_patch(Rectangle((-0.5, h - 0.5), wp, hp - h, **pad_style))
+        if w < wp:
+            right.add_patch(Rectangle((w - 0.5, -0.5), wp - w, hp, **pad_style))
+        scale = batch.scale_factors[i]
+        right.set_title(f"network: {h}×{w} (×{scale:.3g}), padded {hp}×{wp}", fontsize=9)
+        for ax in (left, right):
+            ax.set_xlim(-0.5, wp - 0.5)
+            ax.set_ylim(hp - 0.5, -0.5)
+            ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def level_energy(features, picture, image_size: tuple[int, int], index: int = 0, axes=None) -> Figure:
+    """Chapter 2. What each pyramid level responds to: its channel energy beside the image.
+
+    Energy of a cell = root mean square over the map's channels, ``sqrt(mean_c x_c^2)``,
+    drawn over the cells that cover the (unpadded) resized image, each panel scaled to its
+    own maximum. ``features`` is a ``backbone.Features``; ``picture`` the resized image.
+    """
+    names = features.names
+    cols = 3
+    rows = math.ceil((len(names) + 1) / cols)
+    fig, axes = _axes_grid(rows, cols, (7.6, 2.75 * rows), axes)
+    flat = axes.reshape(-1)
+    h, w = image_size
+    _picture(flat[0], picture)
+    flat[0].set_title(f"resized image {h}×{w}", fontsize=9)
+    for level, name in enumerate(names):
+        ax = flat[level + 1]
+        fmap = features.maps[name][index].detach().float()
+        energy = fmap.pow(2).mean(0).sqrt()
+        sy, sx = features.strides[name]
+        rows_in, cols_in = math.ceil(h / sy), math.ceil(w / sx)
+        energy = energy[:rows_in, :cols_in]
+        ax.imshow(energy.numpy(), cmap="magma", interpolation="nearest",
+                  extent=(-0.5, cols_in * sx - 0.5, rows_in * sy - 0.5, -0.5))  # fmt: skip
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        mh, mw = fmap.shape[-2:]
+        ax.set_title(f'{_level_name(level)} ("{name}"): stride {sx}, {mh}×{mw}', fontsize=9,
+                     color=level_color(level))  # fmt: skip
+    for ax in flat[len(names) + 1 :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def level_sizes(object_sides, anchor_sizes: Sequence[Sequence[float]], ax: plt.Axes | None = None) -> Figure:
+    """Chapter 2. Object sizes (sqrt of box area, network pixels) against the levels' anchors.
+
+    Each level serves the sizes nearest (in log scale) to its anchor size: the band from
+    the geometric mean with the size below to the one with the size above. Bars are
+    coloured by the band they fall in; the legend counts the objects of each level.
+    """
+    sides = np.asarray(object_sides, dtype=np.float64)
+    sizes = [float(s[0]) for s in anchor_sizes]
+    edges = [0.0] + [math.sqrt(a * b) for a, b in zip(sizes, sizes[1:], strict=False)] + [math.inf]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7.0, 3.0))
+    else:
+        fig = ax.figure
+    top = max(float(sides.max()) if sides.size else 1.0, sizes[-1]) * 1.15
+    bins = np.geomspace(max(1.0, min(sizes) / 2), top, 40)
+    for level, size in enumerate(sizes):
+        lo, hi = edges[level], min(edges[level + 1], top)
+        inside = sides[(sides >= edges[level]) & (sides < edges[level + 1])]
+        ax.axvspan(max(lo, bins[0]), hi, color=level_color(level), alpha=0.12)
+        ax.hist(inside, bins=bins, color=level_color(level),
+                label=f"{_level_name(level)} (anchor {size:g} px): {len(inside)}")  # fmt: skip
+        ax.axvline(size, color=level_color(level), linestyle="--", linewidth=1.0)
+    ax.set_xscale("log")
+    ax.set_xlim(bins[0], top)
+    ax.set_xlabel("object size: sqrt(box area), pixels of the resized image")
+    ax.set_ylabel("objects")
+    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+# --- chapter 3: objectness -------------------------------------------------------------------------
+def _cell_centre_row(obj, level: int, y: int, x: int) -> int:
+    gh, gw = obj.grid_sizes[level]
+    start = obj.level_rows(level).start
+    return start + (y * gw + x) * obj.anchors_per_location
+
+
+def anchor_grid(obj, picture, axes=None) -> Figure:
+    """Chapter 3. The anchors of every level: cell centres as dots, one cell's anchors drawn.
+
+    One panel per level: every cell centre on the image (a dot in the level's colour) and
+    the ``A_cell`` anchors of the cell nearest the image centre, solid; a last panel counts
+    the anchors per level. ``obj`` is an ``objectness.Objectness``.
+    """
+    levels = len(obj.grid_sizes)
+    fig, axes = _axes_grid(2, 3, (7.8, 5.6), axes)
+    flat = axes.reshape(-1)
+    h, w = obj.image_size
+    for level in range(levels):
+        ax = flat[level]
+        _picture(ax, picture, grey=True)
+        sy, sx = obj.strides[level]
+        gh, gw = obj.grid_sizes[level]
+        ys, xs = np.meshgrid(np.arange(gh) * sy, np.arange(gw) * sx, indexing="ij")
+        inside = (ys < h) & (xs < w)
+        ax.plot(xs[inside], ys[inside], ".", color=level_color(level), markersize=1.5 if sx < 8 else 3)
+        y, x = min(round(h / 2 / sy), gh - 1), min(round(w / 2 / sx), gw - 1)
+        row = _cell_centre_row(obj, level, y, x)
+        for a in range(obj.anchors_per_location):
+            _rect(ax, obj.anchors[row + a].tolist(), edgecolor=level_color(level), linewidth=1.6)
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        n = obj.num_per_level[level]
+        ax.set_title(f"{_level_name(level)}: stride {sx}, {gh}×{gw}×{obj.anchors_per_location} = {n:,}",
+                     fontsize=9, color=level_color(level))  # fmt: skip
+    bar = flat[levels] if levels < len(flat) else None
+    if bar is not None:
+        counts = obj.num_per_level
+        bar.bar(range(levels), counts, color=[level_color(lv) for lv in range(levels)])
+        bar.set_xticks(range(levels), [_level_name(lv) for lv in range(levels)])
+        bar.set_yscale("log")
+        bar.set_title(f"{sum(counts):,} anchors", fontsize=9)
+        bar.tick_params(labelsize=8)
+        for ax in flat[levels + 1 :]:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def objectness_maps(obj, picture, gt_boxes=None, axes=None) -> Figure:
+    """Chapter 3. P(object) of every anchor, one heat map per (level, aspect ratio).
+
+    Rows are levels, columns the cell anchors (aspect ratios); each cell of a map is drawn
+    as the square of image pixels around its anchors' centre, over a faint copy of the
+    picture, with the ground truth black dashed. Colour: sigmoid(logit) from 0 to 1.
+    """
+    levels, a_cell = len(obj.grid_sizes), obj.anchors_per_location
+    fig, axes = _axes_grid(levels, a_cell, (6.6, 2.05 * levels + 0.5), axes)
+    h, w = obj.image_size
+    image = None
+    for level in range(levels):
+        maps = torch.sigmoid(obj.level_logits(level).detach().float())
+        sy, sx = obj.strides[level]
+        gh, gw = obj.grid_sizes[level]
+        first = obj.level_rows(level).start
+        for a in range(a_cell):
+            ax = axes[level, a]
+            _picture(ax, picture, grey=True)
+            image = ax.imshow(maps[a].numpy(), cmap="viridis", vmin=0, vmax=1, alpha=0.75, interpolation="nearest",
+                              extent=(-sx / 2 - 0.5, gw * sx - sx / 2 - 0.5, gh * sy - sy / 2 - 0.5, -sy / 2 - 0.5))  # fmt: skip
+            _ground_truth(ax, gt_boxes)
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
+            x1, y1, x2, y2 = obj.anchors[first + a].tolist()
+            ax.set_title(f"{_level_name(level)}, anchor {x2 - x1:g}×{y2 - y1:g} (w×h)", fontsize=8.5,
+                         color=level_color(level))  # fmt: skip
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    cax = fig.add_axes((0.25, 0.028, 0.5, 0.011))
+    fig.colorbar(image, cax=cax, orientation="horizontal")
+    cax.tick_params(labelsize=8)
+    cax.set_title("P(object) = sigmoid(logit)", fontsize=8.5, pad=2)
+    return fig
+
+
+def anchors_to_boxes(obj, rows, picture, gt_boxes=None, ax: plt.Axes | None = None, title: str | None = None) -> Figure:
+    """Chapter 3. Anchors (dotted) joined to the boxes their deltas decode to (solid).
+
+    ``rows`` are anchor rows of ``obj``; each pair is drawn in its level's colour with a
+    line from the anchor's centre to the box's centre and the objectness beside the box.
+    """
+    rows = torch.as_tensor(rows, dtype=torch.int64).reshape(-1)
+    h, w = obj.image_size
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 5.2 * h / w + 0.3))
+    else:
+        fig = ax.figure
+    _picture(ax, picture, grey=True)
+    _ground_truth(ax, gt_boxes)
+    scores = torch.sigmoid(obj.logits.detach())
+    levels_seen = set()
+    for row in rows.tolist():
+        level = int(obj.anchor_level[row])
+        levels_seen.add(level)
+        colour = level_color(level)
+        anchor, box = obj.anchors[row].tolist(), obj.proposals[row].tolist()
+        _rect(ax, anchor, edgecolor=colour, linestyle=":", linewidth=1.3)
+        _rect(ax, box, edgecolor=colour, linewidth=2)
+        ca = ((anchor[0] + anchor[2]) / 2, (anchor[1] + anchor[3]) / 2)
+        cb = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        ax.plot([ca[0], cb[0]], [ca[1], cb[1]], color=colour, linewidth=1.0)
+        ax.plot(*ca, "o", color=colour, markersize=2.5)
+        ax.text(box[0], box[1] - 1, f"{float(scores[row]):.2f}", fontsize=7.5, color="white", va="bottom",
+                bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    handles = [Line2D([], [], color="0.3", linestyle=":", label="anchor"),
+               Line2D([], [], color="0.3", linewidth=2, label="decoded box"),
+               Line2D([], [], **GT_STYLE, label="ground truth")]  # fmt: skip
+    handles += [Patch(color=level_color(lv), label=_level_name(lv)) for lv in sorted(levels_seen)]
+    ax.legend(handles=handles, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, frameon=False)
+    ax.set_title(title or f"{len(rows)} anchors and their decoded boxes", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+VERDICT_STYLE = {
+    "positive": {"color": "#009E73", "label": "positive (IoU ≥ fg)"},
+    "best anchor": {"color": "#E69F00", "label": "positive: best anchor (low quality)"},
+    "other object": {"color": "#56B4E9", "label": "positive for another object"},
+    "ignored": {"color": "0.55", "label": "ignored (bg ≤ IoU < fg)"},
+    "negative": {"color": "#D55E00", "label": "negative (IoU < bg)"},
+}
+
+
+def anchor_verdicts(rpn, gt: int) -> tuple[Tensor, list[str]]:
+    """Chapter 3. For object ``gt``: every anchor's IoU with it and its verdict (one name each).
+
+    ``rpn`` is a ``targets.RpnTargets``. Verdicts: "positive" (its best object is ``gt`` at
+    IoU >= the foreground threshold), "best anchor" (made positive by the low-quality rule),
+    "other object" (positive, but for another object), "ignored", "negative".
+    """
+    iou = box_ops.iou(rpn.gt_boxes[gt : gt + 1], rpn.anchors)[0]
+    m = rpn.match
+    names = []
+    for label, matched, reason in zip(m.label.tolist(), m.matched.tolist(), m.reason.tolist(), strict=True):
+        if label == 1:
+            names.append(("best anchor" if reason == LOW_QUALITY else "positive") if matched == gt else "other object")
+        else:
+            names.append("ignored" if label == -1 else "negative")
+    return iou, names
+
+
+def anchor_targets(rpn, gt: int, picture, anchor_level=None, axes=None, min_iou: float = 0.05) -> Figure:
+    """Chapter 3. Which anchors object ``gt`` makes positive, negative or ignored, and which are drawn.
+
+    Left: the image with object ``gt`` (black dashed), its positive anchors solid (green; orange
+    for a "best anchor"), its ignored anchors grey dotted. Right: every anchor overlapping the
+    object at IoU >= ``min_iou``: IoU on x, level on y (jittered), colour = verdict, filled =
+    drawn by the sampler into the loss, hollow = not drawn; the thresholds dashed.
+    """
+    iou, names = anchor_verdicts(rpn, gt)
+    fg, bg = _thresholds(rpn)
+    drawn = (rpn.sample.positive_mask | rpn.sample.negative_mask).tolist()
+    fig, axes = _axes_grid(1, 2, (7.8, 4.0), axes)
+    left, right = axes[0]
+    h, w = picture.shape[-2:]
+    _picture(left, picture, grey=True)
+    near = torch.where(iou >= min_iou)[0].tolist()
+    for row in sorted(near, key=lambda r: float(iou[r])):
+        verdict = names[row]
+        if verdict == "ignored":
+            _rect(left, rpn.anchors[row].tolist(), **DROPPED_STYLE)
+        elif verdict in ("positive", "best anchor"):
+            _rect(left, rpn.anchors[row].tolist(), edgecolor=VERDICT_STYLE[verdict]["color"],
+                  linewidth=2.2 if drawn[row] else 1.2)  # fmt: skip
+    _ground_truth(left, rpn.gt_boxes[gt : gt + 1])
+    left.set_xlim(-0.5, w - 0.5)
+    left.set_ylim(h - 0.5, -0.5)
+    counts = {k: sum(1 for r in near if names[r] == k) for k in VERDICT_STYLE}
+    positives = counts["positive"] + counts["best anchor"]
+    left.set_title(f"object {gt}: {positives} positive, {counts['ignored']} ignored anchors", fontsize=9)
+    levels = rpn.anchors.new_zeros(len(iou)) if anchor_level is None else torch.as_tensor(anchor_level)
+    jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(near))
+    for verdict, style in VERDICT_STYLE.items():
+        rows = [r for r in near if names[r] == verdict]
+        if not rows:
+            continue
+        x = iou[rows].numpy()
+        y = levels[rows].float().numpy() + jitter[[near.index(r) for r in rows]]
+        filled = np.array([drawn[r] for r in rows])
+        right.scatter(x[filled], y[filled], s=16, color=style["color"], label=f"{style['label']}: {len(rows)}")
+        right.scatter(x[~filled], y[~filled], s=16, facecolors="none", edgecolors=style["color"], linewidths=0.8)
+    for t in (bg, fg):
+        right.axvline(t, color="black", linestyle="--", linewidth=0.9)
+    right.set_xlim(0, 1)
+    right.set_yticks(range(int(levels.max()) + 1), [_level_name(lv) for lv in range(int(levels.max()) + 1)])
+    right.invert_yaxis()
+    right.set_xlabel(f"IoU with object {gt}", fontsize=9)
+    right.tick_params(labelsize=8)
+    n_drawn = sum(1 for r in near if drawn[r])
+    right.set_title(f"{len(near)} anchors at IoU ≥ {min_iou:g}; filled: {n_drawn} drawn", fontsize=9)
+    right.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def _thresholds(rpn) -> tuple[float, float]:
+    """(fg, bg) read back from the reason names ("iou>=0.7", ..., "iou<0.3")."""
+    names = rpn.match.reason_names
+    return float(names[0].split(">=")[1]), float(names[2].split("<")[1])
+
+
+# --- chapter 4: the longlist -----------------------------------------------------------------------
+def funnel_per_level(longlist, anchor_level: Tensor, num_levels: int | None = None) -> dict[str, list[int]]:
+    """Chapter 4. ``{"input": [...], step: [...]}``: anchors of each level surviving each step.
+
+    ``longlist.fate`` gives every anchor the step that dropped it (or ``kept``); an anchor
+    survives a step if it was kept or dropped by a later one. The sums over levels are
+    ``longlist.funnel``.
+    """
+    level = torch.as_tensor(anchor_level).to(torch.int64)
+    num_levels = int(level.max()) + 1 if num_levels is None else num_levels
+    fate = longlist.fate.to(torch.int64)
+    alive = torch.ones(len(fate), dtype=torch.bool)
+    out = {"input": torch.bincount(level, minlength=num_levels).tolist()}
+    for step in longlist.STEPS:
+        alive &= fate != CODE[step]
+        out[step] = torch.bincount(level[alive], minlength=num_levels).tolist()
+    return out
+
+
+def funnel(counts: dict[str, Sequence[int]], ax: plt.Axes | None = None, title: str | None = None) -> Figure:
+    """Chapter 4. The longlist's funnel: anchors left after each step, per level and in all.
+
+    ``counts`` as returned by ``funnel_per_level`` (or summed over images). Log scale: the
+    input is ~100 times the output.
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    else:
+        fig = ax.figure
+    steps = list(counts)
+    x = np.arange(len(steps))
+    table = np.array([counts[s] for s in steps], dtype=np.float64)  # (steps, levels)
+    total = table.sum(1)
+    ax.plot(x, total, "-o", color="black", label="all levels", linewidth=2)
+    for level in range(table.shape[1]):
+        ax.plot(x, table[:, level], "-o", color=level_color(level), label=_level_name(level), markersize=4)
+    for xi, t in zip(x, total, strict=True):
+        ax.annotate(f"{int(t):,}", (xi, t), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xticks(x, [STEP_LABELS.get(s, s) for s in steps], rotation=20, fontsize=8.5)
+    ax.set_ylabel("anchors left")
+    ax.set_ylim(max(0.8, table[table > 0].min() / 2 if (table > 0).any() else 1), total.max() * 3)
+    ax.legend(fontsize=8, frameon=False, ncol=3, loc="lower left")
+    ax.set_title(title or f"{int(total[-1]):,} of {int(total[0]):,} anchors become proposals", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def nms_groups(longlist, max_groups: int = 4) -> list[tuple[int, list[int]]]:
+    """Chapter 4. (kept position, suppressed positions) in ``longlist.nms``, best kept first.
+
+    Positions index ``longlist.nms.rows``/``boxes``; the kept boxes that suppressed the most
+    come first, their victims highest score first.
+    """
+    step = longlist.nms
+    sup = step.suppressor
+    groups = {}
+    for pos in torch.where(sup >= 0)[0].tolist():
+        groups.setdefault(int(sup[pos]), []).append(pos)
+    order = sorted(groups, key=lambda k: (-len(groups[k]), -float(step.scores[k])))[:max_groups]
+    return [(k, sorted(groups[k], key=lambda p: -float(step.scores[p]))) for k in order]
+
+
+def nms_pairs(longlist, picture, gt_boxes=None, max_groups: int = 4, max_shown: int = 6, axes=None) -> Figure:
+    """Chapter 4. NMS drawn: a kept proposal (solid, level colour) and the ones it removed.
+
+    One panel per kept proposal (those that removed the most), zoomed on it; each removed
+    proposal grey dotted with its IoU with the kept one (at most ``max_shown`` drawn, best
+    first, but all counted in the title).
+    """
+    step = longlist.nms
+    groups = nms_groups(longlist, max_groups)
+    cols = min(2, max(1, len(groups)))
+    rows = max(1, math.ceil(len(groups) / cols))
+    fig, axes = _axes_grid(rows, cols, (7.6, 3.6 * rows + 0.3), axes)
+    flat = axes.reshape(-1)
+    h, w = picture.shape[-2:]
+    for ax, (kept, victims) in zip(flat, groups, strict=False):
+        _picture(ax, picture, grey=True)
+        _ground_truth(ax, gt_boxes)
+        level = int(step.groups[kept])
+        kb = step.boxes[kept]
+        ious = box_ops.iou(kb[None], step.boxes[victims])[0]
+        shown = victims[:max_shown]
+        for pos in shown:
+            _rect(ax, step.boxes[pos].tolist(), **DROPPED_STYLE)
+        listed = ", ".join(f"{v:.2f}" for v in ious[: len(shown)].tolist())
+        more = f" (+{len(victims) - len(shown)})" if len(victims) > len(shown) else ""
+        ax.text(0.02, 0.02, f"IoU: {listed}{more}", transform=ax.transAxes, fontsize=7.5, va="bottom",
+                bbox={"facecolor": "white", "edgecolor": "0.6", "pad": 2})  # fmt: skip
+        _rect(ax, kb.tolist(), edgecolor=level_color(level), linewidth=2)
+        everything = torch.cat([kb[None], step.boxes[shown]])
+        x1, y1 = everything[:, :2].min(0).values.tolist()
+        x2, y2 = everything[:, 2:].max(0).values.tolist()
+        pad = 0.15 * max(x2 - x1, y2 - y1) + 2
+        ax.set_xlim(max(-0.5, x1 - pad), min(w - 0.5, x2 + pad))
+        ax.set_ylim(min(h - 0.5, y2 + pad), max(-0.5, y1 - pad))
+        ax.set_title(f"{_level_name(level)} {float(step.scores[kept]):.3f} removed {len(victims)} "
+                     f"(IoU {float(ious.min()):.2f}–{float(ious.max()):.2f})", fontsize=8.5)  # fmt: skip
+    for ax in flat[len(groups) :]:
+        ax.axis("off")
+    handles = [Line2D([], [], color="0.3", linewidth=2, label="kept (level colour)"),
+               Line2D([], [], **DROPPED_STYLE, label=f"removed by NMS: IoU > {step.threshold:g}"),
+               Line2D([], [], **GT_STYLE, label="ground truth")]  # fmt: skip
+    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def coverage_ledger(longlist, obj, gt_boxes: Tensor, iou_threshold: float = 0.5) -> Tensor:
+    """Chapter 4. Which objects some surviving box still covers, after each step, per level.
+
+    Returns ``Tensor[S + 1, L + 1, G]`` bool: row 0 is the input (every anchor's decoded box,
+    clipped to the image), row s the anchors surviving step s of ``longlist.STEPS``; column l
+    < L counts only boxes of level l, column L any level. An object is covered when a box
+    reaches IoU >= ``iou_threshold`` with it.
+    """
+    num_levels = len(obj.num_per_level)
+    steps = longlist.STEPS
+    g = len(gt_boxes)
+    out = torch.zeros(len(steps) + 1, num_levels + 1, g, dtype=torch.bool)
+    if g == 0:
+        return out
+    decoded = box_ops.clip(obj.proposals.detach(), obj.image_size)
+    hit = box_ops.iou(gt_boxes.to(decoded.dtype), decoded) >= iou_threshold  # (G, A)
+    level = obj.anchor_level
+    fate = longlist.fate
+    alive = torch.ones(len(fate), dtype=torch.bool)
+    for s in range(len(steps) + 1):
+        if s > 0:
+            alive &= fate != CODE[steps[s - 1]]
+        for lv in range(num_levels):
+            out[s, lv] = (hit & (alive & (level == lv))[None]).any(1)
+        out[s, num_levels] = (hit & alive[None]).any(1)
+    return out
+
+
+def recall_ledger(
+    covered: Tensor, num_objects: int, steps: Sequence[str], ax: plt.Axes | None = None, title: str | None = None
+) -> Figure:
+    """Chapter 4. The recall ledger: objects still covered after each step, per level and in all.
+
+    ``covered`` is ``Tensor[S + 1, L + 1]``: objects covered (``coverage_ledger`` summed over
+    objects and images) after the input and each step, for each level and (last column) any
+    level; ``num_objects`` the number of objects; ``steps`` the longlist's ``STEPS``.
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    else:
+        fig = ax.figure
+    names = ["input", *steps]
+    x = np.arange(len(names))
+    table = covered.double().numpy() / max(num_objects, 1)
+    ax.plot(x, table[:, -1], "-o", color="black", linewidth=2, label="any level")
+    for lv in range(table.shape[1] - 1):
+        ax.plot(x, table[:, lv], "-o", color=level_color(lv), markersize=4, label=_level_name(lv))
+    for xi, value, n in zip(x, table[:, -1], covered[:, -1].tolist(), strict=True):
+        ax.annotate(f"{n}", (xi, value), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    ax.set_xticks(x, [STEP_LABELS.get(s, s) for s in names], rotation=20, fontsize=8.5)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel(f"share of the {num_objects} objects covered")
+    ax.legend(fontsize=8, frameon=False, ncol=3, loc="lower left")
+    left = int(covered[-1, -1])
+    ax.set_title(title or f"{left} of {num_objects} objects still covered at IoU ≥ 0.5 after the longlist", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sweep(values, recall, size, xlabel: str, marked=None, axes=None) -> Figure:
+    """Chapter 4. Recall and longlist size as one Config field varies (two panels)."""
+    fig, axes = _axes_grid(1, 2, (7.6, 3.0), axes)
+    left, right = axes[0]
+    left.plot(values, recall, "-o", color="black", markersize=4)
+    right.plot(values, size, "-o", color="#0072B2", markersize=4)
+    left.set_ylabel("objects covered (share)", fontsize=9)
+    right.set_ylabel("proposals per image (mean)", fontsize=9)
+    for ax in (left, right):
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.tick_params(labelsize=8)
+        if marked is not None:
+            ax.axvline(marked, color="0.5", linestyle="--", linewidth=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def proposals(longlist, picture, gt_boxes=None, top: int = 30, ax: plt.Axes | None = None) -> Figure:
+    """Chapter 4. The ``top`` best proposals of the longlist, in their anchor level's colour."""
+    h, w = longlist.image_size
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 5.2 * h / w + 0.3))
+    else:
+        fig = ax.figure
+    _picture(ax, picture, grey=True)
+    n = min(top, len(longlist))
+    for box, level in zip(longlist.boxes[:n].flip(0).tolist(), longlist.anchor_level[:n].flip(0).tolist(), strict=True):
+        _rect(ax, box, edgecolor=level_color(level), linewidth=1.5)
+    _ground_truth(ax, gt_boxes)
+    seen = sorted(set(longlist.anchor_level[:n].tolist()))
+    handles = [Patch(color=level_color(lv), label=_level_name(lv)) for lv in seen]
+    handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
+    ax.legend(handles=handles, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=6, frameon=False)
+    ax.set_title(f"the {n} best of {len(longlist)} proposals", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = [
+    "anchor_grid",
+    "anchor_targets",
+    "anchor_verdicts",
+    "anchors_to_boxes",
+    "coverage_ledger",
+    "funnel",
+    "funnel_per_level",
+    "level_energy",
+    "level_sizes",
+    "nms_groups",
+    "nms_pairs",
+    "objectness_maps",
+    "proposals",
+    "recall_ledger",
+    "resize_and_pad",
+    "sweep",
+    "unnormalize",
+]

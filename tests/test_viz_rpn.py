@@ -1,0 +1,172 @@
+"""Figures of chapters 2-4 (``minimask.viz.rpn``): each returns a Figure with the expected artists.
+
+The records come from a small untrained model on one 48x48 image with two objects; the
+figure helpers that compute numbers (``funnel_per_level``, ``coverage_ledger``,
+``nms_groups``, ``anchor_verdicts``) are checked against the records' own accounts
+(``Longlist.funnel``, ``fate``, ``NmsStep.suppressor``, ``Matches.label``).
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
+
+from minimask import Config
+from minimask.boxes import iou
+from minimask.fates import CODE
+from minimask.model import MaskRCNN
+from minimask.transform import resize_boxes, resize_image
+from minimask.viz import rpn
+
+
+@pytest.fixture(scope="module")
+def records():
+    torch.manual_seed(0)
+    cfg = Config.shapes().replace(min_size=64, max_size=64, rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20)
+    model = MaskRCNN(cfg).eval()
+    image = torch.rand(3, 48, 48)
+    masks = torch.zeros(2, 48, 48, dtype=torch.uint8)
+    masks[0, 4:20, 6:30] = 1
+    masks[1, 25:45, 20:40] = 1
+    target = {
+        "boxes": torch.tensor([[6.0, 4.0, 30.0, 20.0], [20.0, 25.0, 40.0, 45.0]]),
+        "labels": torch.tensor([1, 2]),
+        "masks": masks,
+    }
+    run = model.run([image])
+    torch.manual_seed(0)
+    train = model.run([image], [target])
+    picture = resize_image(image, cfg)[0]
+    gt = resize_boxes(target["boxes"], run.batch.original_sizes[0], run.batch.image_sizes[0])
+    yield {"cfg": cfg, "image": image, "run": run, "train": train, "picture": picture, "gt": gt}
+    plt.close("all")
+
+
+def _rectangles(fig: Figure) -> list[Rectangle]:
+    return [p for ax in fig.axes for p in ax.patches if isinstance(p, Rectangle)]
+
+
+def test_resize_and_pad_one_row_per_image(records):
+    run, cfg = records["run"], records["cfg"]
+    fig = rpn.resize_and_pad([records["image"]], run.batch, cfg.image_mean, cfg.image_std)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert all(len(ax.images) == 1 for ax in fig.axes)
+    # the padded panel spans the padded size
+    hp, wp = run.batch.padded_size
+    assert fig.axes[1].get_xlim() == (-0.5, wp - 0.5)
+    assert torch.allclose(rpn.unnormalize(run.batch.tensors[0], cfg.image_mean, cfg.image_std)[:, :4, :4],
+                          records["picture"][:, :4, :4], atol=1e-5)  # fmt: skip
+
+
+def test_level_energy_one_map_per_level(records):
+    run = records["run"]
+    fig = rpn.level_energy(run.features, records["picture"], run.batch.image_sizes[0])
+    with_images = [ax for ax in fig.axes if ax.images]
+    assert len(with_images) == len(run.features.names) + 1
+
+
+def test_level_sizes_counts_every_object():
+    fig = rpn.level_sizes([5.0, 10.0, 20.0, 40.0, 200.0], ((8,), (16,), (32,), (64,), (128,)))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert sum(int(label.rsplit(": ", 1)[1]) for label in labels) == 5
+    assert labels[0].endswith(": 2")  # 5 and 10 px are nearest the 8-px anchor in log scale
+
+
+def test_anchor_grid_draws_one_cell_per_level(records):
+    obj = records["run"].objectness[0]
+    fig = rpn.anchor_grid(obj, records["picture"])
+    levels = len(obj.grid_sizes)
+    for ax in fig.axes[:levels]:
+        assert sum(isinstance(p, Rectangle) for p in ax.patches) == obj.anchors_per_location
+    assert len(fig.axes[levels].patches) == levels  # the bar chart: one bar per level
+
+
+def test_objectness_maps_level_by_ratio(records):
+    obj = records["run"].objectness[0]
+    fig = rpn.objectness_maps(obj, records["picture"], records["gt"])
+    maps = [ax for ax in fig.axes if len(ax.images) == 2]  # picture + heat map
+    assert len(maps) == len(obj.grid_sizes) * obj.anchors_per_location
+    heat = maps[0].images[1]
+    assert isinstance(heat, AxesImage)
+    expected = torch.sigmoid(obj.level_logits(0)[0]).numpy()
+    assert heat.get_array().shape == expected.shape
+    assert abs(float(heat.get_array().max()) - float(expected.max())) < 1e-6
+    assert all(sum(isinstance(p, Rectangle) for p in ax.patches) == len(records["gt"]) for ax in maps)
+
+
+def test_anchors_to_boxes_pairs(records):
+    obj = records["run"].objectness[0]
+    rows = obj.logits.topk(3).indices
+    fig = rpn.anchors_to_boxes(obj, rows, records["picture"], records["gt"])
+    rects = _rectangles(fig)
+    assert len(rects) == 2 * 3 + len(records["gt"])
+    dotted = [r for r in rects if r.get_linestyle() == ":"]
+    assert len(dotted) == 3
+    x1, y1, x2, y2 = obj.anchors[rows[0]].tolist()
+    assert dotted[0].get_xy() == (x1, y1) and dotted[0].get_width() == x2 - x1
+
+
+def test_anchor_verdicts_agree_with_the_match(records):
+    rpn_t = records["train"].rpn_targets[0]
+    for gt in range(len(rpn_t.gt_boxes)):
+        overlap, names = rpn.anchor_verdicts(rpn_t, gt)
+        assert len(names) == len(rpn_t.anchors)
+        label = rpn_t.match.label
+        assert {names[i] for i in torch.where(label == 0)[0].tolist()} <= {"negative"}
+        assert {names[i] for i in torch.where(label == -1)[0].tolist()} <= {"ignored"}
+        mine = [i for i, n in enumerate(names) if n in ("positive", "best anchor")]
+        assert all(int(rpn_t.match.matched[i]) == gt for i in mine)
+        torch.testing.assert_close(overlap, iou(rpn_t.gt_boxes[gt : gt + 1], rpn_t.anchors)[0])
+    fig = rpn.anchor_targets(rpn_t, 0, records["picture"], records["run"].objectness[0].anchor_level)
+    assert len(fig.axes) == 2 and fig.axes[1].collections  # the IoU scatter
+
+
+def test_funnel_per_level_sums_to_the_funnel(records):
+    obj, ll = records["run"].objectness[0], records["run"].longlist[0]
+    counts = rpn.funnel_per_level(ll, obj.anchor_level, len(obj.grid_sizes))
+    assert list(counts) == list(ll.funnel)
+    assert {step: sum(v) for step, v in counts.items()} == ll.funnel
+    assert counts["input"] == obj.num_per_level
+    fig = rpn.funnel(counts)
+    assert len(fig.axes[0].lines) == 1 + len(obj.grid_sizes)
+
+
+def test_coverage_ledger_never_grows(records):
+    obj, ll, gt = records["run"].objectness[0], records["run"].longlist[0], records["gt"]
+    covered = rpn.coverage_ledger(ll, obj, gt)
+    assert covered.shape == (len(ll.STEPS) + 1, len(obj.grid_sizes) + 1, len(gt))
+    assert bool((covered[1:] <= covered[:-1]).all())  # a step can only lose objects
+    assert torch.equal(covered[:, -1], covered[:, :-1].any(1))  # any level = some level
+    # the last row is the longlist itself
+    final = (iou(gt, ll.boxes) >= 0.5).any(1)
+    assert torch.equal(covered[-1, -1], final)
+    fig = rpn.recall_ledger(covered.sum(-1), len(gt), ll.STEPS)
+    assert len(fig.axes[0].lines) == len(obj.grid_sizes) + 1
+
+
+def test_nms_groups_and_pairs(records):
+    ll = records["run"].longlist[0]
+    groups = rpn.nms_groups(ll, max_groups=3)
+    step = ll.nms
+    for kept, victims in groups:
+        assert int(step.suppressor[kept]) == -1
+        assert all(int(step.suppressor[v]) == kept for v in victims)
+        assert all(int(ll.fate[step.rows[v]]) == CODE["nms"] for v in victims)
+    fig = rpn.nms_pairs(ll, records["picture"], records["gt"], max_groups=3, max_shown=2)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == len(groups)
+    for ax, (_, victims) in zip(shown, groups, strict=True):
+        dotted = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_linestyle() == ":"]
+        assert len(dotted) == min(2, len(victims))
+
+
+def test_proposals_and_sweep(records):
+    ll = records["run"].longlist[0]
+    fig = rpn.proposals(ll, records["picture"], records["gt"], top=5)
+    assert len(_rectangles(fig)) == min(5, len(ll)) + len(records["gt"])
+    fig = rpn.sweep([1, 2, 3], [0.5, 0.6, 0.7], [10, 20, 30], "x", marked=2)
+    assert len(fig.axes) == 2 and all(ax.lines for ax in fig.axes)
