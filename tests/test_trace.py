@@ -1,0 +1,369 @@
+"""minimask.trace: lineage, fates, matching and the attribution of every miss to its decision.
+
+Oracles: the stage records themselves (lineage and fates must agree with them), pycocotools
+``COCOeval.evaluateImg`` (matching), and constructed causes: a config value or a weight set so
+that one known decision loses an object, then the attribution must name that decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from minimask import Config, MaskRCNN, load_pretrained
+from minimask import boxes as box_ops
+from minimask.anchors import cell_anchors
+from minimask.data import featured, shapes_val
+from minimask.fates import KEPT
+from minimask.trace import FP_KINDS, MISS_CAUSES, Trace, coco_match, explain, explain_dataset
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_pretrained("shapes")
+
+
+def causes(model, image, target, **changes):
+    m = copy.deepcopy(model)
+    m.config = m.config.replace(**changes)
+    return explain(m, image, target)
+
+
+def test_lineage_agrees_with_the_records(model):
+    """Every detection's anchor, proposal, candidate, box, mask and score are the records' rows."""
+    image, target = featured(0)
+    tr = explain(model, image, target)
+    run = tr.run
+    ll, c, s = run.longlist[0], run.classification[0], run.shortlist[0]
+    assert len(tr.detections) == len(s) > 0
+    for d, lin in enumerate(tr.detections):
+        p = int(s.proposal_index[d])
+        a = int(ll.anchor_index[p])
+        assert (lin.proposal, lin.anchor.row, lin.candidate) == (p, a, int(s.candidate_index[d]))
+        assert ll.fate_of(a) == "kept" and s.fate_of(lin.candidate) == "kept"
+        assert lin.longlist_rank == p + 1 and lin.anchor.level == int(ll.anchor_level[p])
+        assert torch.equal(lin.proposal_box, ll.boxes[p]) and torch.equal(lin.class_probs, c.probs[p])
+        assert torch.equal(lin.refined_box, c.boxes[p, lin.label])
+        assert torch.equal(lin.box_orig, run.detections[0]["boxes"][d])
+        assert torch.equal(lin.mask, run.detections[0]["masks"][d, 0]) and lin.score == float(s.scores[d])
+        assert lin.level_rank <= model.config.rpn_pre_nms_top_n_test  # it passed the level's top-k
+        # the anchor box is the cell anchor of its size and ratio, centred on its cell
+        sy, sx = tr.objectness.strides[lin.anchor.level]
+        y, x = lin.anchor.cell
+        cell = cell_anchors((lin.anchor.size,), (lin.anchor.aspect_ratio,))[0]
+        assert torch.equal(torch.tensor(lin.anchor.box), cell + torch.tensor([x * sx, y * sy] * 2, dtype=torch.float32))
+        for row, iou in lin.suppressed:
+            assert int(s.suppressed_by[row]) == lin.candidate and iou > model.config.box_nms_thresh
+        assert tr.fate("shortlist", lin.candidate).detection == d
+        assert tr.fate("longlist", a).stage == "kept"
+
+
+def test_fate_of_every_row_kind(model):
+    """``fate`` returns the records' codes and suppressors for anchors and candidates."""
+    image, _ = featured(1)
+    tr = explain(model, image)
+    ll, s = tr.longlist, tr.shortlist
+    for step, rows in ll.dropped.items():
+        for row in rows[:5].tolist():
+            f = tr.fate("anchor", row)
+            assert (f.stage, f.step) == ("longlist", step)
+            assert f.suppressor == int(ll.suppressed_by[row])
+    for step, rows in s.dropped.items():
+        for row in rows[:5].tolist():
+            f = tr.fate("candidate", row)
+            assert (f.stage, f.step, f.suppressor) == ("shortlist", step, int(s.suppressed_by[row]))
+            if step == "nms":
+                assert s.fate_of(f.suppressor) == "kept" and f.iou > tr.config.box_nms_thresh
+    # a proposal without detection: the fate of its most probable foreground class's candidate
+    no_det = [
+        p for p in range(len(ll)) if not (s.fate[p * s.num_foreground : (p + 1) * s.num_foreground] == KEPT).any()
+    ]
+    p = no_det[0]
+    best = p * s.num_foreground + int(tr.classification.probs[p, 1:].argmax())
+    assert tr.fate("proposal", p) == tr.fate("candidate", best)
+    with pytest.raises(ValueError, match="stage"):
+        tr.fate("mask", 0)
+
+
+def test_matching_equals_cocoeval():
+    """Our matches are COCOeval's (bbox, IoU 0.5, area 'all', maxDets 100) on val images."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from minimask.evaluate import to_coco_results
+
+    model = load_pretrained("shapes")
+    model.config = model.config.replace(box_score_thresh=0.02)  # more false positives to match
+    ds = shapes_val()
+    indices = list(range(0, 100, 4))
+    traces, results = [], []
+    for i in indices:
+        image, target = ds[i]
+        tr = explain(model, image, target)
+        traces.append(tr)
+        results += to_coco_results(tr.run.detections[0], int(target["image_id"]), ds.label_to_category_id, 0.5)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        gt = COCO(str(ds.annotation_file))
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.params.imgIds = [ds.ids[i] for i in indices]
+        ev.evaluate()
+    n_dets = n_gts = 0
+    for i, tr in zip(indices, traces, strict=True):
+        image_id = ds.ids[i]
+        det_match, gt_match = tr._matching
+        anns = ds.annotations(i)
+        for e in ev.evalImgs:
+            if e is None or e["image_id"] != image_id or e["aRng"] != [0, 1e10]:
+                continue
+            label = ds.category_id_to_label[e["category_id"]]
+            dets = [d for d in range(len(det_match)) if int(tr.shortlist.labels[d]) == label]
+            dets = sorted(dets, key=lambda d: -float(tr.shortlist.scores[d]))
+            # COCOeval's dtMatches[0] holds the matched gt annotation id (0 = none)
+            for d, gt_id in zip(dets, e["dtMatches"][0], strict=True):
+                ours = det_match[d]
+                assert (anns[ours]["id"] if ours >= 0 else 0) == int(gt_id) or (
+                    ours == -2 and e["dtIgnore"][0][dets.index(d)]
+                )
+                n_dets += 1
+            for gt_id, dt_id in zip(e["gtIds"], e["gtMatches"][0], strict=True):
+                g = [a["id"] for a in anns].index(gt_id)
+                assert (gt_match[g] >= 0) == (dt_id > 0)
+                n_gts += 1
+    assert n_dets > 100 and n_gts > 50
+
+
+def test_coco_match_crowd_and_ties():
+    """A detection on a crowd region is ignored; equal IoUs go to the later object (pycocotools)."""
+    ious = np.array([[0.6, 0.6, 0.9], [0.55, 0.0, 0.0]])
+    det, gt = coco_match(ious, [0.9, 0.8], [1, 1], [1, 1, 1], [0, 0, 1])
+    assert det == [1, 0] and gt == [1, 0, -1]
+    det, gt = coco_match(np.array([[0.3, 0.9]]), [0.9], [1], [1, 1], [0, 1])
+    assert det == [-2] and gt == [-1, -1]
+
+
+# --- constructed causes: one per stage and reason -----------------------------------------------
+def test_detection_cap(model):
+    """A cap of 1: every other object is lost at the shortlist's cap."""
+    image, target = featured(0)
+    tr = causes(model, image, target, box_detections_per_img=1)
+    assert len(tr.matches) == 1 and len(tr.misses) == len(target["labels"]) - 1
+    assert {(m.stage, m.reason) for m in tr.misses} == {("shortlist", "detection_cap")}
+    assert all(m.numbers["rank"] > 1 and m.numbers["cap"] == 1 for m in tr.misses)
+
+
+def test_score_threshold_drops_exactly_one_object(model):
+    """box_score_thresh set to the lowest matched score: that object alone is lost at the threshold."""
+    image, target = featured(0)
+    base = explain(model, image, target)
+    weakest = min(base.matches, key=lambda m: base.shortlist.scores[m.detection])
+    score = float(base.shortlist.scores[weakest.detection])
+    tr = causes(model, image, target, box_score_thresh=score)  # strict ">": drops this score
+    assert [m.gt_index for m in tr.misses] == [weakest.gt_index]
+    miss = tr.misses[0]
+    assert (miss.stage, miss.reason) == ("shortlist", "score_threshold")
+    assert miss.numbers["probability"] == pytest.approx(score)
+    below = causes(model, image, target, box_score_thresh=float(np.nextafter(np.float32(score), 0)))
+    assert not below.misses
+
+
+def test_class_nms_collision_with_a_neighbour(model):
+    """Val image 80: two squares overlap (box IoU 0.52); the better one's detection suppresses the
+    other's candidate in class NMS. The miss names that detection and the neighbour it matched, and
+    raising box_nms_thresh above their IoU brings the object back."""
+    image, target = shapes_val()[80]
+    tr = explain(model, image, target)
+    lost = {m.gt_index: m for m in tr.misses}
+    miss = lost[0]
+    assert (miss.stage, miss.reason) == ("shortlist", "class_nms")
+    assert miss.numbers["suppressor_match"] == 1  # the neighbouring square
+    assert float(box_ops.iou(target["boxes"][:1], target["boxes"][1:2])) > 0.5
+    d = miss.numbers["suppressor_detection"]
+    assert int(tr.shortlist.candidate_index[d]) == int(tr.shortlist.suppressed_by[miss.row])
+    looser = causes(model, image, target, box_nms_thresh=miss.numbers["suppressor_iou"] + 0.01)
+    assert 0 in {m.gt_index for m in looser.matches}
+
+
+def test_pre_nms_top_k(model):
+    """One anchor per level before NMS: the objects without it are lost at the level's top-k."""
+    image, target = featured(0)
+    tr = causes(model, image, target, rpn_pre_nms_top_n_test=1)
+    assert tr.misses and {(m.stage, m.reason) for m in tr.misses} == {("longlist", "pre_nms_top_k")}
+    for m in tr.misses:
+        assert m.numbers["level_rank"] > 1 and tr.longlist.fate_of(m.row) == "pre_nms_top_k"
+        assert m.numbers["proposal_iou"] >= 0.5
+    assert "the level keeps 1 before NMS" in tr.misses[0].sentence()
+
+
+def test_post_nms_top_k(model):
+    """One proposal per image: every other object is lost at the post-NMS cap."""
+    image, target = featured(0)
+    tr = causes(model, image, target, rpn_post_nms_top_n_test=1)
+    assert len(tr.misses) >= len(target["labels"]) - 1
+    assert {(m.stage, m.reason) for m in tr.misses} == {("longlist", "post_nms_top_k")}
+    assert all(m.numbers["rank"] > 1 for m in tr.misses)
+
+
+def test_rpn_nms(model):
+    """RPN NMS at IoU 0: a proposal of a neighbouring object removes the object's proposals."""
+    image, target = featured(0)
+    tr = causes(model, image, target, rpn_nms_thresh=0.0)
+    assert tr.misses and {(m.stage, m.reason) for m in tr.misses} == {("longlist", "rpn_nms")}
+    for m in tr.misses:
+        sup = m.numbers["suppressor"]
+        assert tr.longlist.fate_of(sup) == "kept" and int(tr.longlist.suppressed_by[m.row]) == sup
+        assert m.numbers["suppressor_object_iou"] < 0.5  # the suppressor does not cover the object
+
+
+def test_small_box_and_score_threshold_in_the_longlist(model):
+    image, target = featured(0)
+    tr = causes(model, image, target, rpn_min_size=1000.0)
+    assert len(tr.misses) == len(target["labels"])
+    assert {(m.stage, m.reason) for m in tr.misses} == {("longlist", "small_box")}
+    tr = causes(model, image, target, rpn_score_thresh=0.9999)
+    assert tr.misses and {(m.stage, m.reason) for m in tr.misses} == {("longlist", "score_threshold")}
+    assert all(m.numbers["objectness"] < 0.9999 for m in tr.misses)
+
+
+def test_small_box_in_the_shortlist(model):
+    image, target = featured(0)
+    tr = causes(model, image, target, box_min_size=1000.0)
+    assert len(tr.misses) == len(target["labels"])
+    assert {(m.stage, m.reason) for m in tr.misses} == {("shortlist", "small_box")}
+
+
+def _with_weights(model, edit):
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        edit(m)
+    return m
+
+
+def test_background(model):
+    """The background logit raised by 30: every proposal says background; every object is lost there."""
+    image, target = featured(0)
+    m = _with_weights(model, lambda m: m.roi_heads.box_predictor.cls_score.bias[0].add_(30))
+    tr = explain(m, image, target)
+    assert len(tr.misses) == len(target["labels"]) and len(tr) == 0
+    assert {(x.stage, x.reason) for x in tr.misses} == {("classification", "background")}
+
+
+def test_wrong_class(model):
+    """Class 1's logit raised by 30: objects of other classes are lost to the wrong class; class 1's are found."""
+    image, target = featured(0)
+    m = _with_weights(model, lambda m: m.roi_heads.box_predictor.cls_score.bias[1].add_(30))
+    tr = explain(m, image, target)
+    others = [g for g, lab in enumerate(target["labels"].tolist()) if lab != 1]
+    assert sorted(x.gt_index for x in tr.misses) == others
+    assert {(x.stage, x.reason) for x in tr.misses} == {("classification", "wrong_class")}
+    assert all(x.numbers["argmax"] == 1 for x in tr.misses)
+    assert {fp.kind for fp in tr.false_positives} >= {"classification"}
+
+
+def test_localisation_in_classification(model):
+    """Every class's box shrunk 50-fold (dw, dh biases -20, weight 5): proposals cover, refined boxes do not."""
+    image, target = featured(0)
+    k1 = model.config.num_classes
+    m = _with_weights(model, lambda m: m.roi_heads.box_predictor.bbox_pred.bias.view(k1, 4)[:, 2:].sub_(20.0))
+    tr = explain(m, image, target)
+    assert len(tr.misses) == len(target["labels"])
+    assert {(x.stage, x.reason) for x in tr.misses} == {("classification", "localisation")}
+    assert all(x.numbers["proposal_iou"] >= 0.5 > x.numbers["refined_iou"] for x in tr.misses)
+
+
+def test_anchors_that_cannot_reach_the_object(model):
+    """Anchors of 2 px and an RPN that does not move them: no proposal ever covers an object."""
+    image, target = featured(0)
+
+    def edit(m):
+        m.rpn.head.bbox_pred.weight.zero_()
+        m.rpn.head.bbox_pred.bias.zero_()
+        m.config = m.config.replace(anchor_sizes=((2,), (2,), (2,), (2,), (2,)))
+
+    tr = explain(_with_weights(model, edit), image, target)
+    assert len(tr.misses) == len(target["labels"])
+    assert {(x.stage, x.reason) for x in tr.misses} == {("longlist", "localisation")}
+    assert all(x.numbers["best_proposal_iou"] < 0.5 for x in tr.misses)
+    assert "no proposal covers it" in tr.misses[0].sentence()
+
+
+def test_mask_iou(model):
+    """Mask logits pushed to -50: boxes still match, every mask is empty: lost in segmentation."""
+    image, target = featured(0)
+    m = _with_weights(model, lambda m: m.roi_heads.mask_predictor.mask_fcn_logits.bias.sub_(50))
+    tr = explain(m, image, target)
+    assert len(tr.matches) == len(target["labels"])
+    assert {(x.stage, x.reason) for x in tr.misses} == {("segmentation", "mask_iou")}
+    assert all(x.numbers["mask_iou"] == 0 for x in tr.misses)
+
+
+def test_every_cause_is_tested():
+    tested = {
+        ("longlist", "localisation"), ("longlist", "pre_nms_top_k"), ("longlist", "small_box"),
+        ("longlist", "score_threshold"), ("longlist", "rpn_nms"), ("longlist", "post_nms_top_k"),
+        ("classification", "localisation"), ("classification", "background"), ("classification", "wrong_class"),
+        ("shortlist", "score_threshold"), ("shortlist", "small_box"), ("shortlist", "class_nms"),
+        ("shortlist", "detection_cap"), ("segmentation", "mask_iou"),
+    }  # fmt: skip
+    assert tested == set(MISS_CAUSES)
+
+
+def test_false_positive_kinds_follow_tide(model):
+    """Each kind's defining overlap holds (TIDE's thresholds 0.1 and 0.5)."""
+    image, target = featured(0)
+    tr = causes(model, image, target, box_score_thresh=0.01)
+    assert tr.false_positives
+    labels = target["labels"].tolist()
+    for fp in tr.false_positives:
+        assert fp.kind in FP_KINDS
+        ious = tr.box_ious[fp.detection]
+        same = [ious[g] for g in range(len(labels)) if labels[g] == fp.label]
+        if fp.kind == "localisation":
+            assert 0.1 <= fp.iou < 0.5 and labels[fp.gt_index] == fp.label
+        elif fp.kind == "classification":
+            assert fp.iou >= 0.5 and labels[fp.gt_index] != fp.label
+        elif fp.kind == "duplicate":
+            assert fp.iou >= 0.5 and tr._matching[1][fp.gt_index] >= 0
+        elif fp.kind == "background":
+            assert ious.max() < 0.1
+        else:
+            assert not same or max(same) < 0.1
+
+
+def test_explain_dataset_counts_and_fixes():
+    """The report counts every miss and false positive of the traces, and fixing helps AP."""
+    model = load_pretrained("shapes")
+    model.config = model.config.replace(box_detections_per_img=2)
+    ds = shapes_val()
+    report = explain_dataset(model, ds, max_images=12)
+    assert report.images == 12
+    n = sum(len(explain(model, *ds[i]).misses) for i in range(12))
+    assert len(report.misses) == n > 0
+    assert report.counts("misses")[("shortlist", "detection_cap")] > 0
+    assert report.fixed["shortlist/detection_cap"]["AP"] > 0
+    rows = report.table("misses")
+    assert sum(r["count"] for r in rows) == n
+    assert all(r["images"] for r in rows)
+    assert "missed objects" in report.format() and "| cause |" in report.markdown()
+
+
+def test_seeded_torchvision_r50_lineage():
+    """Random R50 weights (seeded, no download), one 320-px image: lineage matches the records."""
+    torch.manual_seed(0)
+    cfg = Config.torchvision_r50().replace(min_size=320, max_size=320, box_score_thresh=0.0)
+    model = MaskRCNN(cfg).eval()
+    image, target = featured(2)
+    tr = explain(model, image, target)
+    assert isinstance(tr, Trace)
+    assert tr.longlist.funnel["input"] == len(tr.objectness.anchors)
+    for lin in tr.detections[:20]:
+        assert tr.longlist.fate_of(lin.anchor.row) == "kept"
+        assert int(tr.longlist.anchor_index[lin.proposal]) == lin.anchor.row
+        assert lin.anchor.size in cfg.anchor_sizes[lin.anchor.level]
+    assert all((m.stage, m.reason) in MISS_CAUSES for m in tr.misses)
