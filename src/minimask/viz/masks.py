@@ -1,0 +1,425 @@
+"""Figures of chapters 7 (segmentation) and 8 (scoring).
+
+Each function takes tensors or a stage record and an optional ``ax`` (or draws its own
+figure), returns the Figure and never calls ``show`` or ``savefig``. Conventions as
+``minimask.viz``: one colour per class (``class_color``), ground truth black dashed.
+Image coordinates: pixel ``p`` is centred on ``p`` (``imshow``'s default), which is the
+convention of torchvision's RoIAlign (``aligned=False``) and of its mask paste.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.colors
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+
+from minimask.viz import GT_STYLE, OKABE_ITO, _figure_and_axes, _image_array, class_color
+
+__all__ = [
+    "class_channels",
+    "mask_cases",
+    "mask_grid",
+    "mask_target",
+    "overlaps",
+    "paste_rules",
+    "reliability_diagram",
+    "rescoring_ap",
+    "score_parts",
+    "threshold_frame",
+    "threshold_sweep",
+]
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+
+
+def _box(ax, box, **style) -> None:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style))
+
+
+def _clean(ax, title: str | None = None, size: float = 9) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=size)
+
+
+def _name(label: int, class_names) -> str:
+    return class_names[label] if class_names is not None and label < len(class_names) else str(label)
+
+
+def class_channels(
+    crop,
+    pooled,
+    logits,
+    label: int,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """Chapter 7. One detection: its image crop, the 14x14 RoIAlign input (mean over channels)
+    and the 28x28 mask probabilities of **every** class channel; the detected class's channel,
+    the only one used, is framed in its colour.
+
+    ``crop``: ``Tensor[3, h, w]`` the image under the box; ``pooled``: ``Tensor[C, 14, 14]``;
+    ``logits``: ``Tensor[K+1, 28, 28]`` (channel 0 belongs to the background class).
+    """
+    k1 = int(logits.shape[0])
+    fig, axes = plt.subplots(1, k1 + 2, figsize=(min(8.0, 1.45 * (k1 + 2)), 2.3))
+    axes[0].imshow(_image_array(crop), interpolation="nearest")
+    _clean(axes[0], "the box (image)")
+    axes[1].imshow(_np(pooled).mean(axis=0), cmap="magma", interpolation="nearest")
+    _clean(axes[1], f"RoIAlign {pooled.shape[-1]}×{pooled.shape[-1]}\n(mean of {pooled.shape[0]} ch.)")
+    probs = _np(logits.sigmoid() if isinstance(logits, torch.Tensor) else 1 / (1 + np.exp(-_np(logits))))
+    for c in range(k1):
+        ax = axes[c + 2]
+        ax.imshow(probs[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        chosen = c == label
+        _clean(ax, f"ch. {c}: {_name(c, class_names)}" + ("\n← the label" if chosen else "\n(unused)"))
+        for side in ax.spines.values():
+            side.set_linewidth(4 if chosen else 0.5)
+            side.set_edgecolor(class_color(c) if chosen else "0.6")
+    fig.suptitle(
+        f"The mask head predicts {k1} masks; the box's class ({_name(label, class_names)}) picks one",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _torchvision_window(box, side: int, padding: int) -> tuple[np.ndarray, np.ndarray]:
+    """The enlarged box and the integer corners of torchvision's paste (``expand_boxes`` scales
+    the box by (M + 2 * padding) / M about its centre; ``paste_mask_in_image`` casts to int)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    scale = (side + 2 * padding) / side
+    cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2 * scale, (y2 - y1) / 2 * scale
+    enlarged = np.array([cx - hw, cy - hh, cx + hw, cy + hh])
+    return enlarged, np.trunc(enlarged)
+
+
+def paste_rules(
+    probs,
+    box,
+    pasted: Mapping[str, object],
+    label: int,
+    threshold: float = 0.5,
+    gt_mask=None,
+    padding: int = 1,
+    margin: int = 4,
+) -> Figure:
+    """Chapter 7. One 28x28 mask and the pixels each paste rule makes of it.
+
+    ``probs``: ``Tensor[M, M]``; ``box``: its box (x1, y1, x2, y2) in the pixels pasted into;
+    ``pasted``: rule name -> ``Tensor[H, W]`` soft pasted mask ("torchvision" draws its
+    enlarged box, dashed, and the integer window it pastes into, (x2 - x1 + 1) x
+    (y2 - y1 + 1) pixels, dotted). The mask's outline at ``threshold`` in the class colour;
+    ``gt_mask`` (H, W) outlined black dashed.
+    """
+    colour = class_color(label)
+    fig, axes = plt.subplots(1, 1 + len(pasted), figsize=(2.7 * (1 + len(pasted)), 3.0))
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = int(probs.shape[-1])
+    axes[0].imshow(_np(probs), cmap="gray", vmin=0, vmax=1, extent=(x1, x2, y2, y1), interpolation="nearest")
+    _box(axes[0], box, edgecolor=colour, linewidth=2)
+    for ax in axes:
+        ax.set_xlim(np.floor(x1) - margin, np.ceil(x2) + margin)
+        ax.set_ylim(np.ceil(y2) + margin, np.floor(y1) - margin)
+    _clean(axes[0], f"{side}×{side} cells stretched\nover the box")
+    for ax, (name, mask) in zip(axes[1:], pasted.items(), strict=True):
+        mask = _np(mask)
+        ax.imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        _box(ax, box, edgecolor=colour, linewidth=1.2)
+        if (mask >= threshold).any():
+            ax.contour(mask, levels=[threshold], colors=[colour], linewidths=1.5)
+        if gt_mask is not None:
+            ax.contour(_np(gt_mask), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
+        if name == "torchvision":
+            enlarged, corners = _torchvision_window(box, side, padding)
+            _box(ax, enlarged, edgecolor=OKABE_ITO[1], linewidth=1.2, linestyle="--")
+            a, b, c, d = corners
+            _box(ax, (a - 0.5, b - 0.5, c + 0.5, d + 0.5), edgecolor=OKABE_ITO[3], linewidth=1.2, linestyle=":")
+            title = f"torchvision: {int(c - a + 1)}×{int(d - b + 1)} px window"
+        else:
+            title = f"{name}: each pixel sampled"
+        _clean(ax, title)
+    handles = [
+        Line2D([], [], color=colour, linewidth=2, label="box"),
+        Line2D([], [], color=OKABE_ITO[1], linestyle="--", label=f"box × {side + 2 * padding}/{side}"),
+        Line2D([], [], color=OKABE_ITO[3], linestyle=":", label="integer window (+1)"),
+        Line2D([], [], color=colour, linewidth=1.5, label=f"mask ≥ {threshold:g}"),
+    ]
+    if gt_mask is not None:
+        handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def threshold_sweep(
+    thresholds,
+    ious,
+    labels,
+    ax: plt.Axes | None = None,
+    chosen: float = 0.5,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """Chapter 7. Each detection's mask IoU with its ground truth against the mask threshold.
+
+    ``ious``: ``(D, T)`` (rows: detections, thin lines in the class colour); the median over
+    detections black; ``chosen`` marked.
+    """
+    fig, ax = _figure_and_axes(ax, (6.0, 3.4))
+    x, table = _np(thresholds), _np(ious)
+    for row, label in zip(table, [int(v) for v in labels], strict=True):
+        ax.plot(x, row, color=class_color(label), linewidth=0.6, alpha=0.35)
+    median = np.median(table, axis=0) if len(table) else np.zeros_like(x)
+    ax.plot(x, median, color="black", linewidth=2.2, marker="o", markersize=3, label="median")
+    ax.axvline(chosen, color="0.3", linestyle=":", linewidth=1)
+    best = x[int(np.argmax(median))]
+    handles = [Line2D([], [], color="black", linewidth=2.2, label=f"median (best at {best:g})")]
+    for k in sorted({int(v) for v in labels}):
+        handles.append(Line2D([], [], color=class_color(k), linewidth=1, label=_name(k, class_names)))
+    ax.legend(handles=handles, fontsize=8, loc="lower center", frameon=False, ncol=2)
+    ax.set_xlabel("mask threshold (pixel kept if probability ≥ threshold)", fontsize=9)
+    ax.set_ylabel("mask IoU with its ground truth", fontsize=9)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{len(table)} detections: IoU against the mask threshold", fontsize=10)
+    return fig
+
+
+def threshold_frame(
+    image,
+    masks,
+    labels,
+    gt_masks,
+    threshold: float,
+    thresholds,
+    ious,
+    iou_labels,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """Chapter 7. One step of the mask-threshold slider: left, an image's soft masks ``(D, H, W)``
+    cut at ``threshold`` (filled and outlined in the class colour; ground truth dashed); right,
+    the mask IoU against the threshold of every detection (``ious`` (N, T), classes
+    ``iou_labels``; ``threshold_sweep``) with this threshold marked."""
+    picture = _image_array(image)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.0, 3.6), width_ratios=(1, 1.45))
+    left.imshow(picture, interpolation="nearest")
+    overlay = np.zeros((*picture.shape[:2], 4))
+    soft = _np(masks)
+    for mask, label in zip(soft, [int(v) for v in labels], strict=True):
+        inside = mask >= threshold
+        overlay[inside] = (*matplotlib.colors.to_rgb(class_color(label)), 0.45)
+        if inside.any() and not inside.all():
+            left.contour(inside.astype(float), levels=[0.5], colors=[class_color(label)], linewidths=1.2)
+    left.imshow(overlay, interpolation="nearest")
+    for gt in _np(gt_masks):
+        left.contour(gt, levels=[0.5], colors="black", linewidths=0.9, linestyles="--")
+    _clean(left, f"masks at threshold {threshold:g}")
+    threshold_sweep(thresholds, ious, iou_labels, ax=right, chosen=threshold, class_names=class_names)
+    fig.tight_layout()
+    return fig
+
+
+def mask_grid(image, mask, box, label: int, gt_mask=None, threshold: float = 0.5, cells: int = 28) -> Figure:
+    """Chapter 7. A pasted mask over its image with the box's ``cells`` x ``cells`` grid drawn:
+    each cell is one number of the mask head, so edges cannot be finer than a cell."""
+    picture = _image_array(image)
+    soft = _np(mask)
+    colour = class_color(label)
+    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.9))
+    x1, y1, x2, y2 = (float(v) for v in box)
+    for ax, show in zip(axes, ("image", "mask"), strict=True):
+        ax.imshow(picture if show == "image" else soft, cmap=None if show == "image" else "gray",
+                  vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
+        for t in np.linspace(0, 1, cells + 1):
+            ax.plot([x1 + t * (x2 - x1)] * 2, [y1, y2], color="0.5", linewidth=0.3)
+            ax.plot([x1, x2], [y1 + t * (y2 - y1)] * 2, color="0.5", linewidth=0.3)
+        ax.contour(soft, levels=[threshold], colors=[colour], linewidths=1.6)
+        if gt_mask is not None:
+            ax.contour(_np(gt_mask), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
+        pad = 0.08 * max(x2 - x1, y2 - y1)
+        ax.set_xlim(x1 - pad, x2 + pad)
+        ax.set_ylim(y2 + pad, y1 - pad)
+        _clean(ax)
+    axes[0].set_title("image, mask outline (colour), ground truth (dashed)", fontsize=9)
+    axes[1].set_title("the soft pasted mask", fontsize=9)
+    fig.suptitle(
+        f"A {x2 - x1:.0f}-px box has {cells} mask cells across: {(x2 - x1) / cells:.1f} px per cell",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def overlaps(
+    image, masks, labels, scores, ax: plt.Axes | None = None, class_names: Sequence[str] | None = None
+) -> Figure:
+    """Chapter 7. Binary masks ``(D, H, W)`` outlined in their class colour; pixels claimed by
+    two or more detections filled red-purple, so the overlap a label map would have to resolve shows."""
+    picture = _image_array(image)
+    binary = _np(masks) >= 0.5
+    height, width = picture.shape[:2]
+    fig, ax = _figure_and_axes(ax, (4.4 * width / max(height, width) + 0.6, 4.4 * height / max(height, width)))
+    ax.imshow(picture * 0.55 + 0.45, interpolation="nearest")
+    count = binary.sum(axis=0)
+    overlay = np.zeros((height, width, 4))
+    overlay[count >= 2] = (*matplotlib.colors.to_rgb(OKABE_ITO[6]), 0.85)
+    ax.imshow(overlay, interpolation="nearest")
+    for mask, label in zip(binary, [int(v) for v in labels], strict=True):
+        if mask.any() and not mask.all():
+            ax.contour(mask.astype(float), levels=[0.5], colors=[class_color(label)], linewidths=1.3)
+    handles = [Patch(color=OKABE_ITO[6], label=f"in ≥ 2 masks: {int((count >= 2).sum())} px")]
+    for k in sorted({int(v) for v in labels}):
+        handles.append(Line2D([], [], color=class_color(k), label=_name(k, class_names)))
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
+    _clean(ax, f"{len(binary)} masks (score > {float(min(scores)) if len(scores) else 0:.2f}), each pasted alone")
+    return fig
+
+
+def mask_target(image, gt_mask, roi, target, prediction=None, label: int = 1) -> Figure:
+    """Chapter 7 (training). One positive RoI: the image with its ground-truth mask (dashed) and
+    the RoI (the proposal, class colour), the 28x28 target cut from the mask by the RoI, and,
+    if given, the mask head's prediction for the same RoI and class."""
+    panels = 3 if prediction is None else 4
+    fig, axes = plt.subplots(1, panels, figsize=(2.0 * panels, 2.5))
+    x1, y1, x2, y2 = (float(v) for v in roi)
+    axes[0].imshow(_image_array(image), interpolation="nearest")
+    axes[0].contour(_np(gt_mask), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
+    _box(axes[0], roi, edgecolor=class_color(label), linewidth=2)
+    _clean(axes[0], "RoI and ground truth")
+    axes[1].imshow(_np(gt_mask), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    _box(axes[1], roi, edgecolor=class_color(label), linewidth=2)
+    pad = 0.3 * max(x2 - x1, y2 - y1)
+    axes[1].set_xlim(x1 - pad, x2 + pad)
+    axes[1].set_ylim(y2 + pad, y1 - pad)
+    _clean(axes[1], "the mask, cut by the RoI")
+    side = int(target.shape[-1])
+    axes[2].imshow(_np(target), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    _clean(axes[2], f"target {side}×{side}\n(values in [0, 1])")
+    if prediction is not None:
+        axes[3].imshow(_np(prediction), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        _clean(axes[3], "prediction\n(same channel)")
+    fig.tight_layout()
+    return fig
+
+
+# --- chapter 8 ---------------------------------------------------------------------------------
+
+
+def score_parts(parts, ax: plt.Axes | None = None, class_names: Sequence[str] | None = None) -> Figure:
+    """Chapter 8. Each detection's softmax row taken apart (a ``scoring.Scores``): the score
+    (class colour), the runner-up class, the rest of the other classes and the background
+    stack to 1; the proposal's objectness (x) and the mask quality (o) are drawn beside it:
+    numbers the score is not made of."""
+    score, runner = _np(parts.score), _np(parts.runner_up)
+    rest = np.clip(_np(parts.other_classes) - runner, 0, None)
+    background = _np(parts.background)
+    labels = [int(v) for v in parts.labels]
+    rows = np.arange(len(score))
+    fig, ax = _figure_and_axes(ax, (7.6, 0.32 * len(score) + 1.4))
+    ax.barh(rows, score, color=[class_color(k) for k in labels], height=0.7)
+    ax.barh(rows, runner, left=score, color="0.45", height=0.7)
+    ax.barh(rows, rest, left=score + runner, color="0.75", height=0.7)
+    ax.barh(rows, background, left=score + runner + rest, color="white", edgecolor="0.3", hatch="///", height=0.7)
+    ax.scatter(_np(parts.objectness), rows, marker="x", color="black", s=28, zorder=3)
+    ax.scatter(_np(parts.mask_quality), rows, marker="o", facecolor="none", edgecolor="black", s=28, zorder=3)
+    ax.set_yticks(rows, [f"{i}: {_name(k, class_names)}" for i, k in zip(rows, labels, strict=True)], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.0)
+    ax.set_xlabel("probability (one softmax row per detection)", fontsize=9)
+    handles = [
+        Patch(color="0.5", label="score: P(detected class)  (bar in class colour)"),
+        Patch(color="0.45", label="runner-up class"),
+        Patch(color="0.75", label="the other classes"),
+        Patch(facecolor="white", edgecolor="0.3", hatch="///", label="background"),
+        Line2D([], [], marker="x", color="black", linestyle="", label="proposal objectness (not used)"),
+        Line2D(
+            [], [], marker="o", markerfacecolor="none", color="black", linestyle="", label="mask quality (not used)"
+        ),
+    ]
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    ax.set_title(f"{len(score)} detections: the score is one softmax column", fontsize=10)
+    return fig
+
+
+def reliability_diagram(reliabilities: Mapping[str, object], title: str | None = None) -> Figure:
+    """Chapter 8. One panel per ``scoring.Reliability``: the fraction of correct detections in
+    each score bin (bars) against the diagonal of perfect calibration, counts in a strip
+    below; ECE in the panel title. Bars under the diagonal: over-confident scores."""
+    n = len(reliabilities)
+    fig, axes = plt.subplots(2, n, figsize=(3.9 * n, 4.4), height_ratios=(3, 1), squeeze=False, sharex=True)
+    for i, (name, rel) in enumerate(reliabilities.items()):
+        top, bottom = axes[0, i], axes[1, i]
+        edges = _np(rel.edges)
+        width = np.diff(edges)
+        accuracy = np.nan_to_num(_np(rel.accuracy))
+        confidence = _np(rel.confidence)
+        top.bar(edges[:-1], accuracy, width=width, align="edge", color=OKABE_ITO[4], alpha=0.75,
+                edgecolor="white", label="fraction correct")  # fmt: skip
+        top.plot([0, 1], [0, 1], color="0.3", linestyle="--", linewidth=1, label="perfect calibration")
+        top.plot(confidence, _np(rel.accuracy), "o", color="black", markersize=3, label="bin mean score")
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_title(f"{name}\nECE {rel.ece:.3f}", fontsize=9)
+        top.legend(fontsize=7, loc="upper left", frameon=False)
+        if i == 0:
+            top.set_ylabel("fraction correct", fontsize=9)
+            bottom.set_ylabel("detections", fontsize=9)
+        bottom.bar(edges[:-1], _np(rel.count), width=width, align="edge", color="0.6", edgecolor="white")
+        bottom.set_yscale("log")
+        bottom.set_xlabel("score", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def mask_cases(cases: Sequence[Mapping], title: str | None = None) -> Figure:
+    """Chapter 8. A row of detections, each a dict with ``crop`` (3, h, w), ``mask`` and
+    ``gt`` (h, w) on the crop, ``label``, ``score`` and ``iou``: the mask outlined in the class
+    colour over the ground truth (dashed), titled with score and mask IoU."""
+    fig, axes = plt.subplots(1, len(cases), figsize=(1.9 * len(cases), 2.3), squeeze=False)
+    for ax, case in zip(axes[0], cases, strict=True):
+        ax.imshow(_image_array(case["crop"]), interpolation="nearest")
+        mask = _np(case["mask"])
+        if (mask >= 0.5).any() and (mask < 0.5).any():
+            ax.contour(mask, levels=[0.5], colors=[class_color(int(case["label"]))], linewidths=1.8)
+        ax.contour(_np(case["gt"]), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
+        _clean(ax, f"score {float(case['score']):.2f}\nmask IoU {float(case['iou']):.2f}", size=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def rescoring_ap(
+    table: Mapping[str, Mapping[str, float]],
+    ax: plt.Axes | None = None,
+    title: str = "The same detections, ranked three ways",
+) -> Figure:
+    """Chapters 7 and 8. Grouped bars of COCO AP: ``table`` maps a group (a ranking of the same
+    detections, or a paste rule) to ``{"box AP": ..., "mask AP": ...}`` (any keys, same in all)."""
+    fig, ax = _figure_and_axes(ax, (7.0, 3.0))
+    names = list(table)
+    kinds = list(next(iter(table.values())))
+    width = 0.8 / len(kinds)
+    for j, kind in enumerate(kinds):
+        values = [table[n][kind] for n in names]
+        x = np.arange(len(names)) + (j - (len(kinds) - 1) / 2) * width
+        ax.bar(x, values, width=width * 0.95, color=OKABE_ITO[4 + j], label=kind)
+        for xi, v in zip(x, values, strict=True):
+            ax.text(xi, v + 0.003, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+    low = min(min(row.values()) for row in table.values())
+    ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(max(r.values()) for r in table.values()) + 0.03))
+    ax.set_xticks(np.arange(len(names)), names, fontsize=9)
+    ax.set_ylabel("COCO AP@[.5:.95]", fontsize=9)
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    return fig
