@@ -9,7 +9,7 @@ import json
 import pytest
 from torchvision.models.detection import faster_rcnn, mask_rcnn
 
-from minimask.config import Config, config_table
+from minimask.config import Config, check_accepts, config_table, describe_check
 
 
 def _tv_default(fn, name):
@@ -61,7 +61,7 @@ def test_torchvision_preset_matches_torchvision_constructor_defaults():
 def test_every_field_has_provenance_and_table_renders():
     """Each field records its chapter, torchvision value, Detectron2 key (may be empty) and note."""
     for f in dataclasses.fields(Config):
-        assert set(f.metadata) == {"chapter", "torchvision", "detectron2", "note"}, f.name
+        assert set(f.metadata) == {"chapter", "torchvision", "detectron2", "note", "check"}, f.name
         assert 1 <= f.metadata["chapter"] <= 11
     rows = config_table(Config.shapes())
     assert len(rows) == len(dataclasses.fields(Config))
@@ -69,6 +69,7 @@ def test_every_field_has_provenance_and_table_renders():
     ch6 = config_table(chapter=6)
     assert {r["name"] for r in ch6} >= {"box_score_thresh", "box_nms_thresh", "box_detections_per_img"}
     assert {r["name"]: r for r in ch6}["box_score_thresh"]["detectron2"] == "MODEL.ROI_HEADS.SCORE_THRESH_TEST"
+    assert {r["name"]: r for r in ch6}["box_score_thresh"]["allowed"] == "a finite number in [0, 1]"
 
 
 def test_shapes_preset_is_valid_and_round_trips_through_json():
@@ -96,17 +97,17 @@ def test_replace_validates_and_leaves_original():
         ({"rpn_pre_nms_top_n_test": -5}, "rpn_pre_nms_top_n_test", "positive integer"),
         ({"box_detections_per_img": 0}, "box_detections_per_img", "positive integer"),
         ({"aspect_ratios": ()}, "aspect_ratios", "non-empty"),
-        ({"aspect_ratios": (1.0, -2.0)}, "aspect_ratios", "positive ratios"),
+        ({"aspect_ratios": (1.0, -2.0)}, "aspect_ratios", "numbers > 0"),
         ({"anchor_sizes": ()}, "anchor_sizes", "non-empty"),
         ({"anchor_sizes": ((32,), (64,), (), (256,), (512,))}, "anchor_sizes", "non-empty tuples"),
         ({"anchor_sizes": ((32,), (64,), (128, 150), (256,), (512,))}, "anchor_sizes", "same number"),
         ({"min_size": 900, "max_size": 800}, "min_size", "max_size"),
-        ({"num_classes": 1}, "num_classes", "background"),
+        ({"num_classes": 1}, "num_classes", ">= 2"),
         ({"backbone": "vgg"}, "backbone", "one of"),
         ({"mask_paste": "nearest"}, "mask_paste", "one of"),
-        ({"image_std": (0.2, 0.0, 0.2)}, "image_std", "positive"),
-        ({"image_mean": (0.5, 0.5)}, "image_mean", "three"),
-        ({"bbox_reg_weights": (10.0, 10.0, 5.0)}, "bbox_reg_weights", "four positive"),
+        ({"image_std": (0.2, 0.0, 0.2)}, "image_std", "numbers > 0"),
+        ({"image_mean": (0.5, 0.5)}, "image_mean", "tuple of 3"),
+        ({"bbox_reg_weights": (10.0, 10.0, 5.0)}, "bbox_reg_weights", "tuple of 4 finite numbers > 0"),
         ({"rpn_bg_iou_thresh": 0.8}, "rpn_bg_iou_thresh", "rpn_fg_iou_thresh"),
         ({"box_score_thresh": float("nan")}, "box_score_thresh", "finite"),
         ({"min_size": 800.5}, "min_size", "integer"),
@@ -120,3 +121,52 @@ def test_invalid_values_fail_naming_field_and_range(changes, field_name, allowed
     """Bad values are refused at construction with the field's name and the allowed range."""
     with pytest.raises(ValueError, match=rf"Config\.{field_name} = .*invalid.*{allowed}"):
         Config.shapes().replace(**changes)
+
+
+def _bad_values(check: tuple, good):
+    """Values that ``check`` must refuse, made from the check itself and a good value."""
+    kind = check[0]
+    if kind == "bool":
+        return [1, "yes", None]
+    if kind == "int":
+        lo, hi = check[1], check[2]
+        return [float(good) + 0.5, True, *([lo - 1] if lo is not None else []), *([hi + 1] if hi is not None else [])]
+    if kind == "float":
+        lo, hi, brackets = check[1], check[2], check[3]
+        bad = [float("nan"), float("inf"), "0.5", True]
+        if lo is not None:
+            bad.append(lo if brackets[0] == "(" else lo - 1e-6)
+        if hi is not None:
+            bad.append(hi if brackets[1] == ")" else hi + 1e-6)
+        return bad
+    if kind == "choice":
+        return ["no such choice", None]
+    if kind == "tuple":
+        n, item = check[1], check[2]
+        bad = [list(good), (*good, good[0]) if n is not None else ()]
+        bad += [(v, *good[1:]) for v in _bad_values(item, good[0])]
+        return bad
+    raise AssertionError(f"unknown check {check!r}")
+
+
+def test_every_field_has_a_check_that_refuses_bad_values():
+    """A new field cannot go unchecked: each has a well-formed ``check`` its default passes,
+    and for each field, values outside its check (derived from the check) are refused with an
+    error naming that field and what it must be."""
+    cfg = Config.shapes()
+    for f in dataclasses.fields(Config):
+        check = f.metadata["check"]
+        allowed = describe_check(check)
+        good = getattr(cfg, f.name)
+        assert check_accepts(check, good) and check_accepts(check, f.default), f.name
+        for bad in _bad_values(check, good):
+            assert not check_accepts(check, bad), (f.name, bad)
+            with pytest.raises(ValueError) as caught:
+                cfg.replace(**{f.name: bad})
+            assert str(caught.value) == f"Config.{f.name} = {bad!r} is invalid: must be {allowed}", f.name
+
+
+def test_malformed_checks_are_refused():
+    for check in [(), ("int", 1), ("float", 0, 1, "[["), ("choice", ()), ("tuple", 2), ("integer", 1, 2)]:
+        with pytest.raises(TypeError, match="not a Config check"):
+            describe_check(check)

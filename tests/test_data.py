@@ -1,4 +1,5 @@
-"""Tests for minimask.data and the shapes generator (chapter 1).
+"""Tests for chapter 1: the shapes generator and writer (``minimask.shapes``), the COCO reader
+(``minimask.coco``) and the chapter's facade over both (``minimask.data``).
 
 Oracles: pycocotools (``COCO.annToMask``, ``mask.encode/decode/toBbox/area``) for every mask,
 box and RLE; torchvision's own image decoder (``torchvision.io.decode_image``) for pixels;
@@ -27,8 +28,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torchvision.io import ImageReadMode, decode_image
 
-from minimask import data
-from minimask._shapes import CIRCLE, MIN_VISIBLE_PIXELS, SQUARE, TRIANGLE, Shape, rasterize
+from minimask import coco, data, shapes
+from minimask.shapes import CIRCLE, MIN_VISIBLE_PIXELS, SQUARE, TRIANGLE, Shape, rasterize
+from minimask.targets import drop_crowd
 
 # pycocotools' decoder triggers a numpy-2 DeprecationWarning on every call (see data.decode_rle).
 pytestmark = pytest.mark.filterwarnings(f"ignore:{data.PYCOCOTOOLS_NUMPY2_WARNING}:DeprecationWarning")
@@ -307,11 +309,12 @@ def test_reads_every_oddity_of_real_coco_files(tmp_path):
             assert float(target["area"][k]) == pytest.approx(area)
     empty = items[0][1]
     assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 16, 24) and empty["labels"].shape == (0,)
-    # the crowd region is kept and flagged; non_crowd removes it and nothing else
+    # the crowd region is kept and flagged; drop_crowd (what training uses) removes it and nothing else
     jpeg = items[ds.ids.index(11)][1]
     assert jpeg["iscrowd"].tolist() == [1, 0]
-    kept = data.non_crowd(jpeg)
-    assert kept["iscrowd"].tolist() == [0] and kept["masks"].shape[0] == 1
+    kept, dropped = drop_crowd(jpeg)
+    assert dropped.tolist() == [0]
+    assert kept["iscrowd"].tolist() == [0] and kept["masks"].shape[0] == 1 and kept["area"].shape == (1,)
     torch.testing.assert_close(kept["boxes"], jpeg["boxes"][1:])
     assert int(kept["image_id"]) == 11
     # a DataLoader with our collate keeps images of different sizes as a list
@@ -319,6 +322,47 @@ def test_reads_every_oddity_of_real_coco_files(tmp_path):
     images, targets = next(iter(loader))
     assert isinstance(images, list) and isinstance(targets, list) and len(images) == len(targets) == 3
     assert [t["image_id"].item() for t in targets] == [1, 3, 7]
+
+
+def test_read_annotations_returns_the_checked_table(tmp_path):
+    """Oracle: the JSON we wrote (ids, categories, clipped xyxy boxes); nothing skipped."""
+    annotation_file, _ = _write_odd_coco(tmp_path)
+    table = coco.read_annotations(annotation_file)
+    written = json.loads(annotation_file.read_text())
+    assert table.source == annotation_file and table.skipped == () and table.skipped_summary() == ""
+    assert list(table.images) == [1, 3, 7, 11, 42]
+    assert table.class_names == ("__background__", "airplane", "cat", "toothbrush")
+    assert table.category_id_to_label == {5: 1, 17: 2, 90: 3} and table.label_to_category_id == {1: 5, 2: 17, 3: 90}
+    assert [a["id"] for a in table.annotations[11]] == [104, 105] and table.annotations[1] == ()
+    by_id = {a["id"]: a for a in written["annotations"]}
+    for image_id, anns in table.annotations.items():
+        info = table.images[image_id]
+        for ann, box in zip(anns, table.boxes[image_id], strict=True):
+            x, y, w, h = by_id[ann["id"]]["bbox"]
+            assert box == (max(x, 0), max(y, 0), min(x + w, info["width"]), min(y + h, info["height"]))
+    with pytest.raises(FileNotFoundError, match="nowhere.json"):
+        coco.read_annotations(tmp_path / "nowhere.json")
+
+
+def test_data_is_the_chapter_facade_over_shapes_and_coco():
+    """The chapter's names are the modules' own objects, not copies."""
+    assert data.CocoDataset is coco.CocoDataset and data.read_image is coco.read_image
+    assert data.collate is coco.collate and data.decode_rle is coco.decode_rle
+    assert data.make_shapes is shapes.make_shapes and data.render_image is shapes.render_image
+    assert data.CLASS_NAMES is shapes.CLASS_NAMES and data.shapes_image is shapes.shapes_image
+
+
+def test_shapes_command_line_equals_the_data_one(tmp_path):
+    """Oracle: ``python -m minimask.data`` with the same arguments (byte-identical output)."""
+    args = ["--split", "val", "--n", "2", "--seed", "4"]
+    for module in ("minimask.shapes", "minimask.data"):
+        done = subprocess.run([sys.executable, "-m", module, "--out", str(tmp_path / module), *args],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert _tree_digest(tmp_path / "minimask.shapes") == _tree_digest(tmp_path / "minimask.data")
+    bad = subprocess.run([sys.executable, "-m", "minimask.shapes", "--out", str(tmp_path / "x"), "--split", "val",
+                          "--n", "0", "--seed", "0"], capture_output=True, text=True, check=False)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: make_shapes: n must be")
 
 
 # --- bad input ------------------------------------------------------------------------------------
@@ -415,6 +459,12 @@ def test_degenerate_boxes_and_polygons_are_skipped_with_one_warning(tmp_path):
     assert "1 with no polygon of 3 or more points (ids 106)" in message
     empty_box = "a box of zero or negative size"
     assert ds.skipped == {101: empty_box, 102: empty_box, 105: empty_box, 106: "no polygon of 3 or more points"}
+    assert ds.table.skipped == (
+        ("annotation", 101, empty_box),
+        ("annotation", 102, empty_box),
+        ("annotation", 105, empty_box),
+        ("annotation", 106, "no polygon of 3 or more points"),
+    )
     assert ds[ds.ids.index(7)][1]["boxes"].shape == (0, 4)
     assert ds[ds.ids.index(11)][1]["iscrowd"].tolist() == [1]
     with pytest.warns(UserWarning, match="skipped 4"):
@@ -433,7 +483,7 @@ def test_rle_string_runs_match_pycocotools(height, width, density, seed):
     """Oracle: pycocotools mask.encode of a random mask; runs recomputed from the mask by numpy."""
     mask = (np.random.default_rng(seed).random((height, width)) < density).astype(np.uint8)
     counts = mask_util.encode(np.asfortranarray(mask))["counts"].decode("ascii")
-    runs = data._rle_string_counts(counts)
+    runs = coco._rle_string_counts(counts)
     assert runs == _fortran_runs(mask)
     assert sum(runs) == height * width
 

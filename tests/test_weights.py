@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from helpers_compare import same_outputs
 from safetensors.torch import save_file
 
-from minimask import Config
-from minimask.weights import read_weights, save_weights
+from minimask import Config, MaskRCNN, compat
+from minimask.weights import check_state_dict, load_pretrained, read_weights, save_weights
 
 
 class Tiny(torch.nn.Module):
@@ -61,3 +64,40 @@ def test_bad_config_in_metadata_is_reported(tmp_path):
     save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "minimask", "config": '{"box_nms_thresh": 7}'})
     with pytest.raises(ValueError, match=r"bad.safetensors: the config .* invalid.*box_nms_thresh"):
         read_weights(path)
+
+
+def test_load_pretrained_gives_the_saved_model(tmp_path):
+    """Oracle: the model that was saved, run on the same images (outputs equal exactly)."""
+    torch.manual_seed(0)
+    cfg = Config.shapes().replace(box_score_thresh=0.0)
+    model = MaskRCNN(cfg).eval()
+    loaded = load_pretrained(save_weights(model, tmp_path / "w.safetensors", training={"iterations": 1}))
+    assert loaded.config == cfg and loaded.metadata == {"training": {"iterations": 1}} and not loaded.training
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 96, 128, generator=g), torch.rand(3, 120, 80, generator=g)]
+    with torch.no_grad():
+        ours, theirs = model(images), loaded(images)
+    assert sum(len(o["boxes"]) for o in ours) > 0
+    assert same_outputs(ours, theirs) == dict.fromkeys(
+        ("boxes", "scores", "labels_differ", "mask_pixels_differ", "count_differs"), 0.0
+    )
+
+
+def test_load_pretrained_names_every_kind_of_misfit(tmp_path):
+    """One state-dict check for files and torchvision's models: missing, unexpected and
+    mis-shaped keys are each named, with the file."""
+    assert compat.check_state_dict is check_state_dict
+    model = MaskRCNN(Config.shapes())
+    path = save_weights(model, tmp_path / "w.safetensors")
+    state, cfg, _ = read_weights(path)
+    state.pop("roi_heads.box_head.fc6.bias")
+    state["extra.weight"] = torch.zeros(1)
+    state["roi_heads.box_predictor.cls_score.bias"] = torch.zeros(7)
+    save_file(state, str(path), metadata={"format": "minimask", "config": json.dumps(cfg.to_dict())})
+    with pytest.raises(ValueError) as caught:
+        load_pretrained(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path} does not fit MaskRCNN: ")
+    assert "1 missing keys: roi_heads.box_head.fc6.bias" in message
+    assert "1 unexpected keys: extra.weight" in message
+    assert "1 shape mismatches: roi_heads.box_predictor.cls_score.bias: (7,) given, (4,) expected" in message

@@ -7,8 +7,10 @@
 - ``to_torchvision(model)``: the other way.
 - ``load_coco_weights()``: torchvision's COCO_V1 weights (a download; never called offline).
 
-Loading refuses a state dict whose keys or shapes do not fit and names them; torchvision's
-``load_state_dict`` error lists them too, but after building a model of the wrong shape.
+Loading refuses a state dict whose keys or shapes do not fit and names them
+(``check_state_dict``, from ``minimask.weights``, which checks every file it loads the same
+way); torchvision's ``load_state_dict`` error lists them too, but after building a model of
+the wrong shape.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from minimask.backbone import build_backbone
 from minimask.config import Config
 from minimask.model import MaskRCNN
 from minimask.pooling import POOLED_MAPS
+from minimask.weights import check_state_dict
 
 # Values torchvision hard-codes: a Config that differs cannot be expressed as a torchvision model.
 _HARD_CODED = {
@@ -113,35 +116,6 @@ def torchvision_model(cfg: Config | None = None) -> TorchvisionMaskRCNN:
 
 
 # --- weights both ways ---------------------------------------------------------------------------
-def check_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor], source: str = "state dict") -> None:
-    """Raise ``ValueError`` naming every missing, unexpected or mis-shaped key.
-
-    ``num_batches_tracked`` of a ``FrozenBatchNorm2d`` is ignored, as that module's loader does.
-    """
-    expected = module.state_dict()
-    frozen = {name for name, m in module.named_modules() if isinstance(m, FrozenBatchNorm2d)}
-    given = {k: v for k, v in state_dict.items() if not _frozen_counter(k, frozen)}
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    shapes = [
-        f"{k}: {tuple(given[k].shape)} given, {tuple(expected[k].shape)} expected"
-        for k in expected
-        if k in given and tuple(given[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-            if keys:
-                more = f" ... and {len(keys) - 10} more" if len(keys) > 10 else ""
-                parts.append(f"{len(keys)} {what}: " + ", ".join(keys[:10]) + more)
-        raise ValueError(f"{source} does not fit {type(module).__name__}: " + "; ".join(parts))
-
-
-def _frozen_counter(key: str, frozen: set[str]) -> bool:
-    prefix, _, leaf = key.rpartition(".")
-    return leaf == "num_batches_tracked" and prefix in frozen
-
-
 def _load(module: nn.Module, state_dict: Mapping[str, Tensor], source: str) -> None:
     check_state_dict(module, state_dict, source)
     module.load_state_dict(state_dict, strict=True)
@@ -372,27 +346,6 @@ def load_coco_weights(progress: bool = True) -> MaskRCNN:
     return model.eval()
 
 
-def same_outputs(a: list[dict[str, Tensor]], b: list[dict[str, Tensor]]) -> dict[str, float]:
-    """Chapter 11. Largest differences between two eval outputs (for the book's parity cell)."""
-    if len(a) != len(b):
-        raise ValueError(f"{len(a)} images vs {len(b)}")
-    worst = {"boxes": 0.0, "scores": 0.0, "labels_differ": 0.0, "mask_pixels_differ": 0.0, "count_differs": 0.0}
-    for x, y in zip(a, b, strict=True):
-        # torchvision's forward does not turn autograd off: its outputs may carry gradients
-        x, y = ({k: v.detach() for k, v in d.items()} for d in (x, y))
-        if len(x["boxes"]) != len(y["boxes"]):
-            worst["count_differs"] = 1.0
-            continue
-        if len(x["boxes"]) == 0:
-            continue
-        worst["boxes"] = max(worst["boxes"], float((x["boxes"] - y["boxes"]).abs().max()))
-        worst["scores"] = max(worst["scores"], float((x["scores"] - y["scores"]).abs().max()))
-        worst["labels_differ"] = max(worst["labels_differ"], float((x["labels"] != y["labels"]).float().mean()))
-        differ = ((x["masks"] >= 0.5) != (y["masks"] >= 0.5)).float().mean()
-        worst["mask_pixels_differ"] = max(worst["mask_pixels_differ"], float(differ))
-    return worst
-
-
 __all__ = [
     "check_state_dict",
     "coco_categories",
@@ -400,7 +353,6 @@ __all__ = [
     "config_from_torchvision",
     "from_torchvision",
     "load_coco_weights",
-    "same_outputs",
     "to_torchvision",
     "torchvision_model",
 ]

@@ -29,8 +29,9 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 from tqdm import tqdm
 
+from minimask.coco import PYCOCOTOOLS_NUMPY2_WARNING
 from minimask.config import Config
-from minimask.data import PYCOCOTOOLS_NUMPY2_WARNING
+from minimask.targets import drop_crowd, project_masks
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -106,7 +107,7 @@ def predict_dataset(model: torch.nn.Module, dataset, batch_size: int = 8, progre
 
 
 def evaluate(model: torch.nn.Module, dataset, batch_size: int = 8, progress: bool = True) -> dict:
-    """Box and mask AP of ``model`` on ``dataset`` (a ``minimask.data.CocoDataset``)."""
+    """Box and mask AP of ``model`` on ``dataset`` (a ``minimask.coco.CocoDataset``)."""
     start = time.perf_counter()
     results = predict_dataset(model, dataset, batch_size, progress)
     seconds = time.perf_counter() - start
@@ -121,35 +122,24 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int = 8, progress: boo
     }
 
 
-def gt_mask_targets(masks: Tensor, boxes: Tensor, size: int = 28) -> Tensor:
-    """The mask head's training target for each ground truth on its own box: ``Tensor[G, size, size]``.
-
-    As torchvision ``roi_heads.project_masks_on_boxes``: RoIAlign of the binary mask, spatial
-    scale 1, adaptive sampling, aligned=False, not thresholded.
-    """
-    from torchvision.ops import roi_align
-
-    rois = torch.cat([torch.arange(len(boxes), dtype=boxes.dtype)[:, None], boxes], dim=1)
-    return roi_align(masks[:, None].float(), rois, (size, size), 1.0)[:, 0]
-
-
 def paste_ceiling(dataset, cfg: Config, progress: bool = True) -> dict[str, float]:
     """Mask AP of the ground truth itself after the 28x28 target and ``cfg.mask_paste``.
 
-    Every non-crowd ground-truth object becomes a detection with score 1, its exact box, and
-    the mask that a perfect mask head would predict (its own 28x28 target), pasted back into
-    the image. The AP this reaches is the best any model can reach with that paste.
+    Every non-crowd ground-truth object (``targets.drop_crowd``) becomes a detection with
+    score 1, its exact box, and the mask that a perfect mask head would predict: its own
+    28x28 training target on its own box (``targets.project_masks``), pasted back into the
+    image. The AP this reaches is the best any model can reach with that paste.
     """
     from minimask.segmentation import paste_masks
 
     results: list[dict] = []
     for i in tqdm(range(len(dataset)), desc="ceiling", disable=not progress):
         image, target = dataset[i]
-        keep = target["iscrowd"] == 0
-        boxes, masks, labels = target["boxes"][keep], target["masks"][keep], target["labels"][keep]
+        objects, _ = drop_crowd(target)
+        boxes, labels = objects["boxes"], objects["labels"]
         if len(boxes) == 0:
             continue
-        probs = gt_mask_targets(masks, boxes, 28)
+        probs = project_masks(objects["masks"], boxes, torch.arange(len(boxes)), 28)
         pasted = paste_masks(probs, boxes, tuple(image.shape[-2:]), cfg)
         out = {"boxes": boxes, "labels": labels, "scores": torch.ones(len(boxes)), "masks": pasted}
         results += to_coco_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
@@ -168,7 +158,8 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    from minimask.data import CocoDataset
+    from minimask.coco import CocoDataset
+    from minimask.data import SHAPES_VAL
     from minimask.weights import load_pretrained
 
     p = argparse.ArgumentParser(prog="python -m minimask.evaluate", description=__doc__.split("\n")[0])
@@ -182,9 +173,6 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="JSON file for the numbers (default: print only)")
     args = p.parse_args(list(argv) if argv is not None else None)
-
-    from minimask.data import SHAPES_VAL
-
     data_dir = Path(args.data) if args.data else Path(SHAPES_VAL)
     ann = data_dir / "annotations.json"
     if not ann.is_file():

@@ -3,7 +3,10 @@
 ``python -m minimask.predict IMAGE... --out DIR [--weights shapes] [--score 0.5]`` writes, for
 each ``NAME.png``/``.jpg``, ``DIR/NAME.png`` (the detections drawn: box, class, score, mask
 outline) and ``DIR/NAME.json`` (boxes in xyxy pixels of the original image, labels, class
-names, scores, and masks as COCO RLE thresholded at ``config.mask_threshold``).
+names, scores, and masks as COCO RLE thresholded at ``config.mask_threshold``). Images are
+read by ``minimask.coco.read_image``, the data loader's reader (any mode: grey, palette, RGBA,
+16-bit). A missing or unreadable image or weights file stops it with a one-line error naming
+the file (exit status 2).
 """
 
 from __future__ import annotations
@@ -13,25 +16,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
+from minimask.coco import read_image
 from minimask.evaluate import encode_masks
-
-
-def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as a float RGB ``Tensor[3, H, W]`` in [0, 1] (any PIL mode)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except OSError as err:
-        raise ValueError(f"{path} is not an image PIL can read: {err}") from err
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
 
 
 def prediction_json(output: dict, class_names: list[str], threshold: float) -> dict:
@@ -53,7 +42,7 @@ def predict_files(paths: list[str], out: Path, weights: str = "shapes", score: f
                   device: str = "cpu", progress: bool = True) -> list[Path]:  # fmt: skip
     """Predict every image in ``paths`` and write its drawing and JSON into ``out``."""
     from minimask import viz
-    from minimask.data import CLASS_NAMES
+    from minimask.shapes import CLASS_NAMES
     from minimask.weights import load_pretrained
 
     model = load_pretrained(weights, device=device)
@@ -82,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score", type=float, default=None, help="box_score_thresh (default: the config's)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    written = predict_files(args.images, Path(args.out), args.weights, args.score, args.device)
+    try:
+        written = predict_files(args.images, Path(args.out), args.weights, args.score, args.device)
+    except (FileNotFoundError, ValueError) as err:  # an unreadable image or weights file: the error names it
+        p.exit(2, f"error: {err}\n")
     print(f"wrote {len(written)} files into {args.out}")
     return 0
 

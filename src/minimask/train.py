@@ -95,14 +95,14 @@ def hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
 
 def load_batch(dataset, indices: list[int], it: int, s: TrainSettings, rank: int = 0) -> tuple[list, list]:
     """Images and targets (crowd regions removed) with seeded flips."""
-    from minimask.data import non_crowd
+    from minimask.targets import drop_crowd
 
     g = torch.Generator().manual_seed(s.seed * 7919 + it * 131 + rank)
     flips = torch.rand(len(indices), generator=g) < s.hflip
     images, targets = [], []
     for i, flip in zip(indices, flips.tolist(), strict=True):
         image, target = dataset[i]
-        target = non_crowd(target)
+        target, _ = drop_crowd(target)
         if flip:
             image, target = hflip(image, target)
         images.append(image)

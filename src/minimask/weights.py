@@ -9,12 +9,15 @@ shipped in ``data/``; nothing is ever downloaded.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from minimask.config import Config
 
@@ -61,12 +64,46 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dic
     return state, cfg, extra
 
 
+def check_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor], source: str = "state dict") -> None:
+    """Chapter 9. Raise ``ValueError`` if ``state_dict`` does not fit ``module`` exactly.
+
+    The message starts with ``source`` (a file name, say) and lists each kind of problem:
+    missing keys, unexpected keys, shape mismatches (given and expected shape), each with
+    its count and its first 10 keys. ``num_batches_tracked`` of a ``FrozenBatchNorm2d`` is
+    ignored, as that module's loader ignores it. Used for every state dict minimask loads:
+    weights files (``load_pretrained``) and torchvision's (``compat.from_torchvision``).
+    """
+    expected = module.state_dict()
+    frozen = {name for name, m in module.named_modules() if isinstance(m, FrozenBatchNorm2d)}
+    given = {k: v for k, v in state_dict.items() if not _frozen_counter(k, frozen)}
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [
+        f"{k}: {tuple(given[k].shape)} given, {tuple(expected[k].shape)} expected"
+        for k in expected
+        if k in given and tuple(given[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+            if keys:
+                more = f" ... and {len(keys) - 10} more" if len(keys) > 10 else ""
+                parts.append(f"{len(keys)} {what}: " + ", ".join(keys[:10]) + more)
+        raise ValueError(f"{source} does not fit {type(module).__name__}: " + "; ".join(parts))
+
+
+def _frozen_counter(key: str, frozen: set[str]) -> bool:
+    prefix, _, leaf = key.rpartition(".")
+    return leaf == "num_batches_tracked" and prefix in frozen
+
+
 def load_pretrained(name_or_path: str | Path = "shapes", device: str | torch.device = "cpu") -> torch.nn.Module:
     """Chapter 9. A ``MaskRCNN`` in eval mode with weights from ``data/`` or a file.
 
     ``"shapes"`` is the model shipped with the book (trained on the shapes data on a CPU);
     a path loads a file written by ``python -m minimask.train``. Missing, truncated or foreign
-    files raise an error that names the file; missing or unexpected keys are listed.
+    files raise an error that names the file; a state dict that does not fit the config's
+    model raises ``check_state_dict``'s error (missing, unexpected and mis-shaped keys).
     """
     from minimask.model import MaskRCNN
 
@@ -75,11 +112,7 @@ def load_pretrained(name_or_path: str | Path = "shapes", device: str | torch.dev
         raise FileNotFoundError(f"the shipped '{name_or_path}' weights are missing: expected {path}")
     state, cfg, extra = read_weights(path)
     model = MaskRCNN(cfg)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{path} does not fit MaskRCNN({cfg.backbone} backbone): missing keys {result.missing_keys[:10]}, "
-            f"unexpected keys {result.unexpected_keys[:10]}"
-        )
+    check_state_dict(model, state, str(path))
+    model.load_state_dict(state, strict=True)
     model.metadata = extra
     return model.to(device).eval()
