@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test book lab lint format clean bench
+.PHONY: test test-explore book lab lint format clean bench
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
+
+# Property tests with fresh random examples (`make test` draws the same ones every run);
+# a failure found here becomes an explicit @example in its test.
+test-explore: $(STAMP)
+	HYPOTHESIS_EXPLORE=1 $(BIN)/pytest -q -n 2 --dist loadfile -m hypothesis
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
