@@ -311,7 +311,7 @@ def anchors_to_boxes(obj, rows, picture, gt_boxes=None, ax: plt.Axes | None = No
                Line2D([], [], **GT_STYLE, label="ground truth")]  # fmt: skip
     handles += [Patch(color=level_color(lv), label=_level_name(lv)) for lv in sorted(levels_seen)]
     ax.legend(handles=handles, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, frameon=False)
-    ax.set_title(title or f"{len(rows)} anchors and their decoded boxes", fontsize=9)
+    ax.set_title(title or f"{len(rows)} anchors and their decoded boxes", fontsize=9, pad=12)
     fig.tight_layout()
     return fig
 
