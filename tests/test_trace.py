@@ -367,3 +367,41 @@ def test_seeded_torchvision_r50_lineage():
         assert int(tr.longlist.anchor_index[lin.proposal]) == lin.anchor.row
         assert lin.anchor.size in cfg.anchor_sizes[lin.anchor.level]
     assert all((m.stage, m.reason) in MISS_CAUSES for m in tr.misses)
+
+
+# --- figures -----------------------------------------------------------------------------------------
+def test_figures(model):
+    """Each chapter-10 figure returns a Figure with the expected panels and boxes."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from minimask.viz import plt
+    from minimask.viz import trace as vt
+
+    image, target = shapes_val()[80]
+    tr = explain(model, image, target)
+    gt = next(m.gt_index for m in tr.matches if m.detection == 0)
+    fig = vt.lineage(image, tr, 0, gt_index=gt)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    rects = [sum(isinstance(p, Rectangle) for p in ax.patches) for ax in fig.axes]
+    assert rects[0] == 2 and rects[3] == 2  # anchor + object; box + object
+    plt.close(fig)
+    fig = vt.miss(image, tr, 0)
+    bars = fig.axes[1].patches
+    assert len(bars) == len(tr.ledger(0)) and "class_nms" in fig.axes[0].get_title()
+    plt.close(fig)
+    fig = vt.errors(image, tr)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert sum(t.startswith("missed: ") for t in texts) == len(tr.misses)
+    plt.close(fig)
+
+
+def test_ledger_ends_where_the_miss_is(model):
+    """The ledger's first empty step is the miss's step (val image 80: class NMS and background)."""
+    image, target = shapes_val()[80]
+    tr = explain(model, image, target)
+    for m in tr.misses:
+        ledger = tr.ledger(m.gt_index)
+        first_zero = next(k for k, v in ledger.items() if v == 0)
+        step = {"class_nms": "shortlist: nms", "background": "shortlist: score_threshold"}[m.reason]
+        assert first_zero == step

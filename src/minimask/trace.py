@@ -685,6 +685,45 @@ class Trace:
             n.update(rank=int(torch.where(survivors == a)[0][0]) + 1, cap=cfg.rpn_post_nms_top_n_test)
         return Miss(g, label, "longlist", reason, n, a)
 
+    def ledger(self, g: int) -> dict[str, int]:
+        """Object ``g`` followed through every step: how many rows still cover it (IoU >= 0.5).
+
+        Keys in pipeline order: "anchors" (anchors whose decoded, clipped box covers it), then
+        "longlist: <step>" for each longlist step (those surviving it), "proposals" (longlist
+        proposals covering it, whatever their anchor), "candidates" (class-K_g candidates whose
+        refined box covers it, less detections matched to another object), "shortlist: <step>" for each shortlist step, and "matched"
+        (1 if a detection matched it). The miss's step is where a count first drops to 0
+        (``misses`` names it; the counts are Matterport's recall after each step, for one object).
+        """
+        t = self._need_target()
+        label = int(t["labels"][g])
+        gt = self.gt_boxes_resized[g : g + 1]
+        o, ll, c, s = self.objectness, self.longlist, self.classification, self.shortlist
+        clipped = box_ops.clip(o.proposals.detach(), self.image_size)
+        covering = torch.where(box_ops.iou(clipped, gt)[:, 0] >= IOU_MATCH)[0]
+        out = {"anchors": len(covering)}
+        fate = ll.fate[covering]
+        for i, step in enumerate(Longlist.STEPS):
+            gone = torch.isin(fate, torch.tensor([CODE[st] for st in Longlist.STEPS[: i + 1]], dtype=fate.dtype))
+            out[f"longlist: {step}"] = int((~gone).sum())
+        out["proposals"] = int((box_ops.iou(ll.boxes.detach(), gt)[:, 0] >= IOU_MATCH).sum()) if len(ll) else 0
+        if len(c.boxes):
+            proposals = torch.where(box_ops.iou(c.boxes[:, label].detach(), gt)[:, 0] >= IOU_MATCH)[0]
+        else:
+            proposals = torch.zeros(0, dtype=torch.int64)
+        rows = proposals * s.num_foreground + label - 1
+        det_match = self._matching[0]
+        detection = {int(r): i for i, r in enumerate(s.candidate_index.tolist())}
+        others = [int(r) not in detection or det_match[detection[int(r)]] in (-1, g) for r in rows.tolist()]
+        rows = rows[torch.tensor(others, dtype=torch.bool)]  # leave out detections matched to another object
+        fate = s.fate[rows]
+        out["candidates"] = len(rows)
+        for i, step in enumerate(Shortlist.STEPS):
+            gone = torch.isin(fate, torch.tensor([CODE[st] for st in Shortlist.STEPS[: i + 1]], dtype=fate.dtype))
+            out[f"shortlist: {step}"] = int((~gone).sum())
+        out["matched"] = int(self._matching[1][g] >= 0)
+        return out
+
     # -- false positives -------------------------------------------------------------------------
     @cached_property
     def false_positives(self) -> list[FalsePositive]:
