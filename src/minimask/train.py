@@ -157,9 +157,6 @@ def train(
     if device == "cuda":
         os.environ["MINIMASK_DEVICE"] = "cuda"
     rank, world = _distributed()
-    # Denormal floats (|x| < 1e-38) are orders of magnitude slower on x86 CPUs, and a
-    # training network accumulates them; flushing them to zero changes no result we report.
-    torch.set_flush_denormal(True)
     if device == "cuda" and world > 1:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     out = Path(out)
@@ -198,6 +195,10 @@ def train(
     bar = tqdm(range(start, settings.iterations), initial=start, total=settings.iterations, desc="train",
                disable=not progress or rank != 0, dynamic_ncols=True)  # fmt: skip
     t0, running = time.perf_counter(), {}
+    # Denormal floats (|x| < 1e-38) are orders of magnitude slower on x86 CPUs, and a training
+    # network accumulates them; flushing them to zero changes no result we report. The switch is
+    # process-wide, so it is turned back off (torch's default) when training ends.
+    torch.set_flush_denormal(True)
     try:
         for it in bar:
             lr = learning_rate(it, settings)
@@ -228,6 +229,7 @@ def train(
                 if log:
                     log.flush()
     finally:
+        torch.set_flush_denormal(False)
         if log:
             log.close()
     path = out / "model.safetensors"
