@@ -417,9 +417,9 @@ def rescoring_ap(
         for xi, v in zip(x, values, strict=True):
             ax.text(xi, v + 0.003, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
     low = min(min(row.values()) for row in table.values())
-    ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(max(r.values()) for r in table.values()) + 0.03))
+    ax.set_ylim(max(0.0, low - 0.05), max(max(r.values()) for r in table.values()) + 0.04)
     ax.set_xticks(np.arange(len(names)), names, fontsize=9)
     ax.set_ylabel("COCO AP@[.5:.95]", fontsize=9)
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(kinds))
     ax.set_title(title, fontsize=10)
     return fig
