@@ -29,8 +29,8 @@ from pycocotools.coco import COCO
 from torchvision.io import ImageReadMode, decode_image
 
 from minimask import coco, data, shapes
+from minimask.data import drop_crowd
 from minimask.shapes import CIRCLE, MIN_VISIBLE_PIXELS, SQUARE, TRIANGLE, Shape, rasterize
-from minimask.targets import drop_crowd
 
 # pycocotools' decoder triggers a numpy-2 DeprecationWarning on every call (see data.decode_rle).
 pytestmark = pytest.mark.filterwarnings(f"ignore:{data.PYCOCOTOOLS_NUMPY2_WARNING}:DeprecationWarning")

@@ -19,6 +19,7 @@ from torchvision.models.detection.roi_heads import RoIHeads, project_masks_on_bo
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
 from minimask.config import Config
+from minimask.data import drop_crowd
 from minimask.targets import (
     BETWEEN,
     LOW_QUALITY,
@@ -26,7 +27,6 @@ from minimask.targets import (
     NO_GT,
     NOT_SAMPLED,
     POSITIVE_IOU,
-    drop_crowd,
     mask_targets,
     match,
     project_masks,

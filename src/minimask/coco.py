@@ -11,7 +11,7 @@
   ``ConvertCocoPolysToMask``).
 
 Targets keep ``iscrowd`` regions (flagged ``iscrowd == 1``). They are not objects to detect:
-training drops them with ``minimask.targets.drop_crowd`` (torchvision's reference
+training drops them with ``drop_crowd`` (below) (torchvision's reference
 ``ConvertCocoPolysToMask`` and Detectron2's ``DatasetMapper`` drop them too); pycocotools'
 ``COCOeval`` uses them as "ignore" regions when scoring.
 """
@@ -336,7 +336,7 @@ class CocoDataset(Dataset):
       bins by; computed from the mask when absent); ``iscrowd`` int64 (N,).
 
     Differences from torchvision's reference: crowd regions are *kept* and flagged (training
-    removes them with ``minimask.targets.drop_crowd``); the file is checked when the dataset
+    removes them with ``drop_crowd`` (below)); the file is checked when the dataset
     is built (``read_annotations``, whose table is ``self.table``); the annotations it skips
     are counted in one ``UserWarning`` per dataset and listed in ``self.skipped``
     (annotation id -> reason). Images are ordered by id, as torchvision's ``CocoDetection``.
@@ -429,3 +429,20 @@ class CocoDataset(Dataset):
 def collate(batch: Sequence[tuple[Tensor, dict[str, Tensor]]]) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
     """DataLoader ``collate_fn``: images differ in size, so keep lists (torchvision's ``utils.collate_fn``)."""
     return [image for image, _ in batch], [target for _, target in batch]
+
+
+def drop_crowd(target: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+    """Chapter 1. The target without its crowd objects, and the dropped rows (``Tensor[C]``).
+
+    Objects with ``iscrowd == 1`` are removed from ``boxes``, ``labels``, ``masks`` (and any
+    other per-object tensor) before matching, so they are never positives. torchvision's model
+    does not read ``iscrowd``; its reference training scripts filter crowd annotations out of
+    the data set instead (``references/detection/coco_utils.py``), as Detectron2 does.
+    """
+    crowd = target.get("iscrowd")
+    n = target["boxes"].shape[0]
+    if crowd is None:
+        return dict(target), torch.zeros(0, dtype=torch.int64, device=target["boxes"].device)
+    keep = crowd == 0
+    out = {k: (v[keep] if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == n else v) for k, v in target.items()}
+    return out, torch.where(~keep)[0]

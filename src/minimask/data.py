@@ -27,6 +27,7 @@ from minimask.coco import (
     CocoDataset,
     collate,
     decode_rle,
+    drop_crowd,
     read_annotations,
     read_image,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "CocoDataset",
     "ShapesImage",
     "collate",
+    "drop_crowd",
     "decode_rle",
     "featured",
     "make_shapes",

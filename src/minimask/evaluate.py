@@ -29,9 +29,9 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 from tqdm import tqdm
 
-from minimask.coco import PYCOCOTOOLS_NUMPY2_WARNING
+from minimask.coco import PYCOCOTOOLS_NUMPY2_WARNING, drop_crowd
 from minimask.config import Config
-from minimask.targets import drop_crowd, project_masks
+from minimask.targets import project_masks
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -125,7 +125,7 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int = 8, progress: boo
 def paste_ceiling(dataset, cfg: Config, progress: bool = True) -> dict[str, float]:
     """Mask AP of the ground truth itself after the 28x28 target and ``cfg.mask_paste``.
 
-    Every non-crowd ground-truth object (``targets.drop_crowd``) becomes a detection with
+    Every non-crowd ground-truth object (``coco.drop_crowd``) becomes a detection with
     score 1, its exact box, and the mask that a perfect mask head would predict: its own
     28x28 training target on its own box (``targets.project_masks``), pasted back into the
     image. The AP this reaches is the best any model can reach with that paste.

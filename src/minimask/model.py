@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from minimask.anchors import anchors_per_location
 from minimask.backbone import Features, build_backbone, extract_features
 from minimask.classification import BoxHead, BoxPredictor, Classification, classify
+from minimask.coco import drop_crowd
 from minimask.config import Config
 from minimask.longlist import Longlist, select_longlist
 from minimask.losses import RoiLoss, RpnLoss, mask_loss, roi_losses, rpn_losses
@@ -25,7 +26,7 @@ from minimask.objectness import Objectness, RPNHead, score_anchors
 from minimask.scoring import Scores, score_parts
 from minimask.segmentation import MaskHead, MaskPredictor, Segmentation, segment
 from minimask.shortlist import Shortlist, select_shortlist
-from minimask.targets import MaskTargets, RoiTargets, RpnTargets, drop_crowd, mask_targets, roi_targets, rpn_targets
+from minimask.targets import MaskTargets, RoiTargets, RpnTargets, mask_targets, roi_targets, rpn_targets
 from minimask.transform import Batch, check_images, check_targets, preprocess, resize_target
 
 

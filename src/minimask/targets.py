@@ -20,7 +20,7 @@ the ground truth appended (P + G), ``S`` sampled RoIs, ``Q`` positive RoIs, ``M`
 Crowd regions: a target may carry ``iscrowd`` (COCO). torchvision's model ignores that key (its
 reference scripts, ``references/detection/coco_utils.py``, drop crowd annotations before the
 model sees them) and Detectron2 drops them in its dataset mapper (``annotations_to_instances``
-is called on non-crowd annotations only). ``drop_crowd`` does the same here, so a crowd region
+is called on non-crowd annotations only). ``coco.drop_crowd`` does the same here, so a crowd region
 is never a positive; anchors on it are judged against the other objects only.
 """
 
@@ -215,23 +215,6 @@ def _final_reason(m: Matches, s: Sampled) -> Tensor:
 
 
 # --- ground truth ---------------------------------------------------------------------------------
-def drop_crowd(target: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
-    """Chapter 9. The target without its crowd objects, and the dropped rows (``Tensor[C]``).
-
-    Objects with ``iscrowd == 1`` are removed from ``boxes``, ``labels``, ``masks`` (and any
-    other per-object tensor) before matching, so they are never positives. torchvision's model
-    does not read ``iscrowd``; its reference training scripts filter crowd annotations out of
-    the data set instead (``references/detection/coco_utils.py``), as Detectron2 does.
-    """
-    crowd = target.get("iscrowd")
-    n = target["boxes"].shape[0]
-    if crowd is None:
-        return dict(target), torch.zeros(0, dtype=torch.int64, device=target["boxes"].device)
-    keep = crowd == 0
-    out = {k: (v[keep] if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == n else v) for k, v in target.items()}
-    return out, torch.where(~keep)[0]
-
-
 # --- RPN ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RpnTargets(Filtered):

@@ -95,7 +95,7 @@ def hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
 
 def load_batch(dataset, indices: list[int], it: int, s: TrainSettings, rank: int = 0) -> tuple[list, list]:
     """Images and targets (crowd regions removed) with seeded flips."""
-    from minimask.targets import drop_crowd
+    from minimask.coco import drop_crowd
 
     g = torch.Generator().manual_seed(s.seed * 7919 + it * 131 + rank)
     flips = torch.rand(len(indices), generator=g) < s.hflip
