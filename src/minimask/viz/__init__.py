@@ -13,11 +13,56 @@ import textwrap
 
 import matplotlib
 
-# Scripts and tests have no screen: draw headless. Inside a Jupyter kernel (the book's build)
-# keep its inline backend, which is what turns a glued Figure into a PNG; forcing Agg there
-# leaves glue with nothing but the text "<Figure size ...>".
-if "ipykernel" not in sys.modules:
+
+def _use_inline_backend_in_a_kernel() -> bool:
+    """In a Jupyter kernel (the book's build, JupyterLab), make figures display as PNGs.
+
+    ipykernel picks the inline backend only when MPLBACKEND is unset; with ``MPLBACKEND=Agg``
+    (common on servers and CI images) a Figure has no picture to show, and glue stores the text
+    ``<Figure size 1100x440 with 1 Axes>``. So a non-interactive backend is replaced by the
+    inline one, the way ``%matplotlib inline`` does it; an interactive choice (ipympl, a GUI) is
+    kept. Returns False outside a kernel.
+    """
+    if "ipykernel" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return False
+    from matplotlib.backends import BackendFilter, backend_registry
+
+    if matplotlib.get_backend().lower() in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE):
+        shell.run_line_magic("matplotlib", "inline")
+    return True
+
+
+# Scripts and tests have no screen: draw headless.
+if not _use_inline_backend_in_a_kernel():
     matplotlib.use("Agg")
+
+# Figures are drawn for the book's column: 660 px for a figure at a 1280 px window, up to 775 px
+# on wider screens (the site check, tools/sitecheck.py, fails a figure shown narrower than it was
+# drawn). At 100 dpi a figure FIG_WIDTH inches wide is 640 px, plus 20 px of the inline backend's
+# tight-box padding, and is shown at its drawn size; a font of FONT_SIZE pt then appears at
+# 12 * 100 / 72 = 16.7 px: no smaller than the page's captions (16 px).
+FIG_WIDTH = 6.4  # inches; the widest a figure should be
+FONT_SIZE = 12.0  # points; the smallest text in a figure
+matplotlib.rcParams.update(
+    {
+        "figure.dpi": 100,
+        "savefig.dpi": "figure",
+        "figure.figsize": (FIG_WIDTH, 4.0),
+        "font.size": FONT_SIZE,
+        "axes.titlesize": FONT_SIZE,
+        "axes.labelsize": FONT_SIZE,
+        "xtick.labelsize": FONT_SIZE,
+        "ytick.labelsize": FONT_SIZE,
+        "legend.fontsize": FONT_SIZE,
+        "legend.title_fontsize": FONT_SIZE,
+        "figure.titlesize": FONT_SIZE,
+    }
+)
 
 import matplotlib.colors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
@@ -67,63 +112,58 @@ DECISIONS = (
 
 
 def pipeline(ax: plt.Axes | None = None) -> Figure:
-    """Chapter 0. The six decisions of Mask R-CNN in order, each with its question."""
+    """Chapter 0. The six decisions of Mask R-CNN in order, each with its question.
+
+    Drawn for the column (``FIG_WIDTH`` wide, two rows of three) with no text below
+    ``FONT_SIZE``. Coordinates are inches of the figure.
+    """
+    width, height = FIG_WIDTH, 6.5
     if ax is None:
-        fig, ax = plt.subplots(figsize=(11, 4.4))
+        fig = plt.figure(figsize=(width, height))
+        ax = fig.add_axes((0, 0, 1, 1))
     else:
         fig = ax.figure
-    ax.set_xlim(0, 12)
-    ax.set_ylim(0, 4.6)
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
     ax.axis("off")
-    # input and features, drawn as the start of the chain
-    ax.text(
-        0.05,
-        4.35,
-        "image  →  resize, normalise, pad (ch. 2)  →  ResNet + FPN features P2-P6 (ch. 2)",
-        fontsize=10,
-        va="center",
-        color="0.25",
-    )
-    width, gap = 1.78, 0.19
+    grey = "0.25"
+    # input and features: the start of the chain
+    ax.text(0.05, height - 0.2, "image → resize, normalise, pad (ch. 2)", va="center", color=grey)
+    ax.text(0.05, height - 0.5, "→ ResNet + FPN features P2–P6 (ch. 2) →", va="center", color=grey)
+    box_w, box_h, gap, row_gap = 1.9, 2.3, 0.25, 0.45
+    tops = (height - 0.8, height - 0.8 - box_h - row_gap)
     for i, (name, chapter, question, how) in enumerate(DECISIONS):
-        x = 0.1 + i * (width + gap)
+        row, col = divmod(i, 3)
+        x, top = 0.05 + col * (box_w + gap), tops[row]
         colour = OKABE_ITO[i]
-        box = FancyBboxPatch(
-            (x, 0.55),
-            width,
-            3.15,
-            boxstyle="round,pad=0.02,rounding_size=0.12",
-            facecolor=colour,
-            alpha=0.22,
-            edgecolor=colour,
-            linewidth=2,
-        )
-        ax.add_patch(box)
-        ax.text(x + width / 2, 3.4, f"{i + 1}. {name}", ha="center", va="center", fontsize=10.5, weight="bold")
-        ax.text(x + width / 2, 3.05, chapter, ha="center", va="center", fontsize=9, color="0.3")
-        ax.text(
-            x + width / 2, 2.55, textwrap.fill(question, 17), ha="center", va="center", fontsize=9.5, style="italic"
-        )
-        ax.text(x + width / 2, 1.3, textwrap.fill(how, 22), ha="center", va="top", fontsize=8, color="0.25")
-        if i < len(DECISIONS) - 1:
-            ax.add_patch(
-                FancyArrowPatch(
-                    (x + width + 0.01, 2.1),
-                    (x + width + gap - 0.01, 2.1),
-                    arrowstyle="-|>",
-                    mutation_scale=12,
-                    color="0.3",
-                )
+        ax.add_patch(
+            FancyBboxPatch(
+                (x, top - box_h),
+                box_w,
+                box_h,
+                boxstyle="round,pad=0,rounding_size=0.1",
+                facecolor=colour,
+                alpha=0.22,
+                edgecolor=colour,
+                linewidth=2,
             )
-    ax.text(
-        11.95,
-        0.12,
-        "→ boxes, labels, scores, masks in the original image (ch. 9); the trace of each (ch. 10)",
-        fontsize=9.5,
-        ha="right",
-        color="0.25",
-    )
-    fig.tight_layout()
+        )
+        cx = x + box_w / 2
+        ax.text(cx, top - 0.22, f"{i + 1}. {name}", ha="center", va="center", weight="bold")
+        ax.text(cx, top - 0.5, chapter, ha="center", va="center", color="0.3")
+        ax.text(cx, top - 0.72, textwrap.fill(question, 19), ha="center", va="top", style="italic")
+        ax.text(cx, top - box_h + 0.1, textwrap.fill(how, 20), ha="center", va="bottom", color=grey)
+        arrow = {"arrowstyle": "-|>", "mutation_scale": 14, "color": "0.3", "linewidth": 1.2}
+        if col < 2:  # to the next box in the row
+            y = top - box_h / 2
+            ax.add_patch(FancyArrowPatch((x + box_w + 0.02, y), (x + box_w + gap - 0.02, y), **arrow))
+        elif row == 0:  # from the end of the first row down to the start of the second
+            y = top - box_h - row_gap / 2
+            first = 0.05 + box_w / 2
+            ax.plot([cx, cx, first], [top - box_h, y, y], color="0.3", linewidth=1.2)
+            ax.add_patch(FancyArrowPatch((first, y), (first, tops[1] + 0.02), **arrow))
+    ax.text(0.05, tops[1] - box_h - 0.25, "→ boxes, labels, scores and masks in the original", va="center", color=grey)
+    ax.text(0.05, tops[1] - box_h - 0.55, "image (ch. 9); the trace of each (ch. 10)", va="center", color=grey)
     return fig
 
 
@@ -189,7 +229,6 @@ def ground_truth(
             x1 + (1 if inside else 0),
             y1 + 1 if inside else y1 - 1,
             "crowd" if is_crowd else name,
-            fontsize=7,
             color="white",
             va="top" if inside else "bottom",
             bbox={"facecolor": "0.4" if is_crowd else class_color(label), "edgecolor": "none", "pad": 1},
@@ -199,7 +238,7 @@ def ground_truth(
     ax.set_xticks([])
     ax.set_yticks([])
     if title is not None:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
     return fig
 
 
@@ -231,7 +270,7 @@ def object_sizes(
             color=[class_color(k) for k in present],
             label=[class_names[k] if class_names is not None else str(k) for k in present],
         )
-        ax.legend(fontsize=8, frameon=False)
+        ax.legend(frameon=False)
     for limit in COCO_SIZE_BINS:
         ax.axvline(limit, color="black", linestyle="--", linewidth=1.0)
     counts = np.histogram(side, bins=[0.0, COCO_SIZE_BINS[0], COCO_SIZE_BINS[1], np.inf])[0]
@@ -242,7 +281,7 @@ def object_sizes(
         counts,
         strict=True,
     ):
-        ax.text(x, y_text, f"{name}: {count}", ha="center" if name != "large" else "left", fontsize=8)
+        ax.text(x, y_text, f"{name}: {count}", ha="center" if name != "large" else "left")
     ax.set_xlabel("object size: sqrt(area in pixels)")
     ax.set_ylabel("objects")
     ax.set_xlim(0, edges[-1])
@@ -268,7 +307,7 @@ def mask_difference(reference, other, ax: plt.Axes | None = None, names: tuple[s
         Rectangle((0, 0), 1, 1, color=OKABE_ITO[5], label=f"only {names[0]}: {int((a & ~b).sum())}"),
         Rectangle((0, 0), 1, 1, color=OKABE_ITO[4], label=f"only {names[1]}: {int((~a & b).sum())}"),
     ]
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, frameon=False)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, frameon=False)
     ax.set_xticks([])
     ax.set_yticks([])
     return fig
@@ -308,11 +347,11 @@ def detections(
         colour = class_color(label)
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=2))
         name = names[label] if names is not None and label < len(names) else str(label)
-        ax.text(x1, y1 - 1, f"{name} {score:.2f}", fontsize=7, color="white", va="bottom",
+        ax.text(x1, y1 - 1, f"{name} {score:.2f}", color="white", va="bottom",
                 bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title or f"{len(output['scores'])} detections", fontsize=9)
+    ax.set_title(title or f"{len(output['scores'])} detections")
     return fig
