@@ -358,15 +358,18 @@ def detections_panel(
     gt_boxes=None,
     title: str | None = None,
     numbers: bool = False,
+    tags: bool = True,
+    zoom: float | None = None,
 ) -> Figure:
     """Chapter 6. Detections (solid, class colour, "class score") and dropped candidates.
 
     ``dropped``: reason -> boxes (n, 4), drawn grey in the style of ``FATE_STYLES`` with the
     reason and count in the legend. ``numbers``: tag each detection with its rank (0 = best)
-    instead of its class and score.
+    instead of its class and score; ``tags=False``: no tags. ``zoom``: show only the
+    detections and ground truth plus this margin (pixels).
     """
     fig, ax = _figure_and_axes(ax, (4.6, 4.8))
-    _show(ax, image)
+    height, width = _show(ax, image)
     handles = []
     for reason, rows in (dropped or {}).items():
         rows = torch.as_tensor(rows).reshape(-1, 4)
@@ -385,12 +388,23 @@ def detections_panel(
         colour = class_color(int(labels[rank]))
         _box(ax, boxes[rank], color=colour, linewidth=2)
         text = f"{rank}" if numbers else f"{_name(int(labels[rank]), class_names)} {scores[rank]:.2f}"
-        _tag(ax, boxes[rank], text, colour, fontsize=7)
+        if tags:
+            _tag(ax, boxes[rank], text, colour, fontsize=7)
     for k in sorted(set(int(v) for v in labels)):
         handles.insert(0, Line2D([], [], color=class_color(k), linewidth=2,
                                  label=f"kept {_name(k, class_names)}: {labels.count(k)}"))  # fmt: skip
     if handles:
         ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
+    if zoom is not None and len(boxes):
+        every = boxes if gt_boxes is None else torch.cat([boxes, torch.as_tensor(gt_boxes).reshape(-1, 4)])
+        lo = (every[:, :2].min(0).values - zoom).tolist()
+        hi = (every[:, 2:].max(0).values + zoom).tolist()
+        side = max(hi[0] - lo[0], hi[1] - lo[1])  # square view
+        cx, cy = (lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2
+        x0 = min(max(cx - side / 2, -0.5), max(width - 0.5 - side, -0.5))
+        y0 = min(max(cy - side / 2, -0.5), max(height - 0.5 - side, -0.5))
+        ax.set_xlim(x0, min(x0 + side, width - 0.5))
+        ax.set_ylim(min(y0 + side, height - 0.5), y0)
     ax.set_title(title or f"{len(labels)} detections", fontsize=10)
     fig.tight_layout()
     return fig

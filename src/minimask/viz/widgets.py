@@ -91,7 +91,8 @@ def threshold_slider(
     gt_boxes=None,
     label: str = "score threshold",
     value_range: tuple[float, float, float] = (0.0, 1.0, 0.01),
-    width: int = 400,
+    width: int = 330,
+    curve_width: int = 330,
     curve_xlabel: str | None = None,
     title: str | None = None,
 ) -> HTML:
@@ -103,7 +104,9 @@ def threshold_slider(
     ``score > threshold`` (strict, as torchvision). ``curve = (xs, {name: ys})`` draws one
     line per name against the threshold (x in ``value_range``, y in [0, 1]) with a marker
     that follows the slider and a read-out of each curve at the threshold (nearest x).
-    ``gt_boxes`` (G, 4) are drawn black dashed and never hide.
+    ``gt_boxes`` (G, 4) are drawn black dashed and never hide. ``width`` and
+    ``curve_width``: display widths in CSS pixels of the picture and the curve panel
+    (together they fit the book's ~680-px column).
 
     Returns one ``<div>`` with a unique id holding the slider, an ``<svg>`` whose first
     child is a plain ``<image>`` and one ``<rect>`` + ``<text>`` per box (hidden by
@@ -159,7 +162,7 @@ def threshold_slider(
 
     curve_svg, curve_js = "", ""
     if curve is not None:
-        curve_svg, curve_js = _curve_svg(curve, threshold, (lo, hi), curve_xlabel or label)
+        curve_svg, curve_js = _curve_svg(curve, threshold, (lo, hi), curve_xlabel or label, curve_width)
 
     heading = f"<div style='width:100%;font-weight:bold'>{html.escape(title)}</div>" if title else ""
     controls = (
@@ -191,6 +194,7 @@ def _curve_svg(
     threshold: float,
     x_range: tuple[float, float],
     xlabel: str,
+    width: int = 330,
 ) -> tuple[str, str]:
     """The curve panel (SVG) and the JavaScript that moves its marker and read-outs."""
     xs = np.asarray(curve[0], dtype=np.float64)
@@ -199,7 +203,7 @@ def _curve_svg(
         if ys.shape != xs.shape:
             raise ValueError(f"curve {name!r} has {ys.shape} values for {xs.shape} thresholds")
     rows = (len(series) + 1) // 2  # two series per legend row
-    W, H, left, right, top, bottom = 340, 236 + 16 * rows, 42, 12, 12, 42 + 16 * rows
+    W, H, left, right, top, bottom = width, 236 + 16 * rows, 42, 12, 12, 42 + 16 * rows
     lo, hi = x_range
 
     def px(x):
@@ -234,7 +238,7 @@ def _curve_svg(
         parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
         j = int(np.abs(xs - threshold).argmin()) if len(xs) else 0
         value = _fmt(float(ys[j])) if len(xs) else "nan"
-        lx = left + (k % 2) * 150
+        lx = left + (k % 2) * (W - left) // 2
         ly = H - bottom + 30 + 16 * (k // 2 + 1)
         parts.append(
             f'<line x1="{lx}" x2="{lx + 16}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>'
