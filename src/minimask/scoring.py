@@ -122,20 +122,29 @@ def _xywh(boxes: Tensor) -> list[list[float]]:
     return torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
 
 
-def match_by_score(iou: Tensor, scores: Tensor, labels: Tensor, gt_labels: Tensor, threshold: float = 0.5) -> Tensor:
-    """Chapter 8. ``Tensor[D]`` int64: the ground-truth object each detection matches, -1 if none.
+def match_by_score(
+    iou: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    gt_labels: Tensor,
+    threshold: float = 0.5,
+) -> Tensor:
+    """Chapter 8. ``Tensor[D]`` int64: the object each detection matches,
+    or -1.
 
-    COCOeval's greedy rule for one image and one IoU threshold (``COCOeval.evaluateImg``):
-    detections in descending score (stable), each takes the not-yet-taken object of its own
-    class with the highest IoU, provided that IoU is at least ``threshold``. A detection
-    that matches is a true positive at that threshold; the rest are false positives.
+    COCOeval's greedy rule for one image and one IoU threshold
+    (``COCOeval.evaluateImg``): detections in descending score (stable),
+    each takes the not-yet-taken object of its own class with the highest
+    IoU, if that IoU is at least ``threshold``. A detection that matches is
+    a true positive at that threshold; the others are false positives.
     """
     match = torch.full((len(scores),), -1, dtype=torch.int64)
     taken = torch.zeros(len(gt_labels), dtype=torch.bool)
+    at_least = min(threshold, 1 - 1e-10)  # as COCOeval: IoU 1 matches
     for d in torch.argsort(scores, descending=True, stable=True).tolist():
-        candidates = (gt_labels == labels[d]) & ~taken & (iou[d] >= min(threshold, 1 - 1e-10))
-        if candidates.any():
-            g = int(torch.where(candidates, iou[d], torch.full_like(iou[d], -1.0)).argmax())
+        free = (gt_labels == labels[d]) & ~taken & (iou[d] >= at_least)
+        if free.any():
+            g = int(torch.where(free, iou[d], -1.0).argmax())
             match[d] = g
             taken[g] = True
     return match

@@ -21,6 +21,11 @@ from matplotlib.patches import Patch, Rectangle
 
 from minimask.viz import GT_STYLE, OKABE_ITO, _figure_and_axes, _image_array, class_color
 
+# The book's column: a figure at most WIDTH inches wide at 100 dpi is shown at its drawn size
+# (tools/sitecheck.py fails wider ones); text no smaller than SMALL points.
+WIDTH = 6.4
+SMALL = 10
+
 __all__ = [
     "class_channels",
     "mask_cases",
@@ -45,7 +50,7 @@ def _box(ax, box, **style) -> None:
     ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style))
 
 
-def _clean(ax, title: str | None = None, size: float = 9) -> None:
+def _clean(ax, title: str | None = None, size: float = SMALL) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -71,23 +76,28 @@ def class_channels(
     ``logits``: ``Tensor[K+1, 28, 28]`` (channel 0 belongs to the background class).
     """
     k1 = int(logits.shape[0])
-    fig, axes = plt.subplots(1, k1 + 2, figsize=(min(8.0, 1.45 * (k1 + 2)), 2.3))
-    axes[0].imshow(_image_array(crop), interpolation="nearest")
-    _clean(axes[0], "the box (image)")
-    axes[1].imshow(_np(pooled).mean(axis=0), cmap="magma", interpolation="nearest")
-    _clean(axes[1], f"RoIAlign {pooled.shape[-1]}×{pooled.shape[-1]}\n(mean of {pooled.shape[0]} ch.)")
+    cols = max(k1, 2)
+    fig, grid = plt.subplots(2, cols, figsize=(WIDTH, 2 * WIDTH / cols + 1.0), squeeze=False)
+    top, axes = grid[0], grid[1]
+    top[0].imshow(_image_array(crop), interpolation="nearest")
+    _clean(top[0], "the box")
+    top[1].imshow(_np(pooled).mean(axis=0), cmap="magma", interpolation="nearest")
+    _clean(top[1], f"RoIAlign {pooled.shape[-1]}×{pooled.shape[-1]}\n(mean of {pooled.shape[0]})")
+    for ax in top[2:]:
+        fig.delaxes(ax)
     probs = _np(logits.sigmoid() if isinstance(logits, torch.Tensor) else 1 / (1 + np.exp(-_np(logits))))
     for c in range(k1):
-        ax = axes[c + 2]
+        ax = axes[c]
         ax.imshow(probs[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         chosen = c == label
-        _clean(ax, f"ch. {c}: {_name(c, class_names)}" + ("\n← the label" if chosen else "\n(unused)"))
+        name = "background" if c == 0 else _name(c, class_names)
+        _clean(ax, f"{c}: {name}" + ("\n← the label" if chosen else "\n(unused)"))
         for side in ax.spines.values():
             side.set_linewidth(4 if chosen else 0.5)
             side.set_edgecolor(class_color(c) if chosen else "0.6")
     fig.suptitle(
-        f"The mask head predicts {k1} masks; the box's class ({_name(label, class_names)}) picks one",
-        fontsize=10,
+        f"{k1} masks predicted; the label ({_name(label, class_names)}) picks one",
+        fontsize=SMALL + 1,
     )
     fig.tight_layout()
     return fig
@@ -122,7 +132,7 @@ def paste_rules(
     ``gt_mask`` (H, W) outlined black dashed.
     """
     colour = class_color(label)
-    fig, axes = plt.subplots(1, 1 + len(pasted), figsize=(2.7 * (1 + len(pasted)), 3.0))
+    fig, axes = plt.subplots(1, 1 + len(pasted), figsize=(WIDTH, WIDTH / (1 + len(pasted)) + 1.3))
     x1, y1, x2, y2 = (float(v) for v in box)
     side = int(probs.shape[-1])
     axes[0].imshow(_np(probs), cmap="gray", vmin=0, vmax=1, extent=(x1, x2, y2, y1), interpolation="nearest")
@@ -130,7 +140,7 @@ def paste_rules(
     for ax in axes:
         ax.set_xlim(np.floor(x1) - margin, np.ceil(x2) + margin)
         ax.set_ylim(np.ceil(y2) + margin, np.floor(y1) - margin)
-    _clean(axes[0], f"{side}×{side} cells stretched\nover the box")
+    _clean(axes[0], f"{side}×{side} cells\non the box")
     for ax, (name, mask) in zip(axes[1:], pasted.items(), strict=True):
         mask = _np(mask)
         ax.imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -144,9 +154,9 @@ def paste_rules(
             _box(ax, enlarged, edgecolor=OKABE_ITO[1], linewidth=1.2, linestyle="--")
             a, b, c, d = corners
             _box(ax, (a - 0.5, b - 0.5, c + 0.5, d + 0.5), edgecolor=OKABE_ITO[3], linewidth=1.2, linestyle=":")
-            title = f"torchvision: {int(c - a + 1)}×{int(d - b + 1)} px window"
+            title = f"torchvision:\n{int(c - a + 1)}×{int(d - b + 1)} px window"
         else:
-            title = f"{name}: each pixel sampled"
+            title = f"{name}:\neach pixel sampled"
         _clean(ax, title)
     handles = [
         Line2D([], [], color=colour, linewidth=2, label="box"),
@@ -156,8 +166,8 @@ def paste_rules(
     ]
     if gt_mask is not None:
         handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=SMALL - 1, frameon=False)
+    fig.tight_layout(rect=(0, 0.17, 1, 1))
     return fig
 
 
@@ -174,7 +184,7 @@ def threshold_sweep(
     ``ious``: ``(D, T)`` (rows: detections, thin lines in the class colour); the median over
     detections black; ``chosen`` marked.
     """
-    fig, ax = _figure_and_axes(ax, (6.0, 3.4))
+    fig, ax = _figure_and_axes(ax, (WIDTH, 3.6))
     x, table = _np(thresholds), _np(ious)
     for row, label in zip(table, [int(v) for v in labels], strict=True):
         ax.plot(x, row, color=class_color(label), linewidth=0.6, alpha=0.35)
@@ -185,11 +195,12 @@ def threshold_sweep(
     handles = [Line2D([], [], color="black", linewidth=2.2, label=f"median (best at {best:g})")]
     for k in sorted({int(v) for v in labels}):
         handles.append(Line2D([], [], color=class_color(k), linewidth=1, label=_name(k, class_names)))
-    ax.legend(handles=handles, fontsize=8, loc="lower center", frameon=False, ncol=2)
-    ax.set_xlabel("mask threshold (pixel kept if probability ≥ threshold)", fontsize=9)
-    ax.set_ylabel("mask IoU with its ground truth", fontsize=9)
+    ax.legend(handles=handles, fontsize=SMALL - 1, loc="lower center", frameon=False, ncol=2)
+    ax.set_xlabel("mask threshold", fontsize=SMALL)
+    ax.set_ylabel("mask IoU with its object", fontsize=SMALL)
     ax.set_ylim(0, 1)
-    ax.set_title(f"{len(table)} detections: IoU against the mask threshold", fontsize=10)
+    ax.tick_params(labelsize=SMALL)
+    ax.set_title(f"{len(table)} detections: IoU against the threshold", fontsize=SMALL + 1)
     return fig
 
 
@@ -209,7 +220,7 @@ def threshold_frame(
     the mask IoU against the threshold of every detection (``ious`` (N, T), classes
     ``iou_labels``; ``threshold_sweep``) with this threshold marked."""
     picture = _image_array(image)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8.0, 3.6), width_ratios=(1, 1.45))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(WIDTH, 3.4), width_ratios=(1, 1.35))
     left.imshow(picture, interpolation="nearest")
     overlay = np.zeros((*picture.shape[:2], 4))
     soft = _np(masks)
@@ -233,7 +244,7 @@ def mask_grid(image, mask, box, label: int, gt_mask=None, threshold: float = 0.5
     picture = _image_array(image)
     soft = _np(mask)
     colour = class_color(label)
-    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.9))
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.5))
     x1, y1, x2, y2 = (float(v) for v in box)
     for ax, show in zip(axes, ("image", "mask"), strict=True):
         ax.imshow(picture if show == "image" else soft, cmap=None if show == "image" else "gray",
@@ -248,11 +259,11 @@ def mask_grid(image, mask, box, label: int, gt_mask=None, threshold: float = 0.5
         ax.set_xlim(x1 - pad, x2 + pad)
         ax.set_ylim(y2 + pad, y1 - pad)
         _clean(ax)
-    axes[0].set_title("image, mask outline (colour), ground truth (dashed)", fontsize=9)
-    axes[1].set_title("the soft pasted mask", fontsize=9)
+    axes[0].set_title("mask at 0.5 (colour), object (dashed)", fontsize=SMALL)
+    axes[1].set_title("the soft pasted mask", fontsize=SMALL)
     fig.suptitle(
-        f"A {x2 - x1:.0f}-px box has {cells} mask cells across: {(x2 - x1) / cells:.1f} px per cell",
-        fontsize=10,
+        f"A {x2 - x1:.0f}-px box {cells} cells across: {(x2 - x1) / cells:.1f} px per cell",
+        fontsize=SMALL + 1,
     )
     fig.tight_layout()
     return fig
@@ -278,7 +289,7 @@ def overlaps(
     handles = [Patch(color=OKABE_ITO[6], label=f"in ≥ 2 masks: {int((count >= 2).sum())} px")]
     for k in sorted({int(v) for v in labels}):
         handles.append(Line2D([], [], color=class_color(k), label=_name(k, class_names)))
-    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
+    ax.legend(handles=handles, fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
     _clean(ax, f"{len(binary)} masks (score > {float(min(scores)) if len(scores) else 0:.2f}), each pasted alone")
     return fig
 
@@ -288,24 +299,24 @@ def mask_target(image, gt_mask, roi, target, prediction=None, label: int = 1) ->
     the RoI (the proposal, class colour), the 28x28 target cut from the mask by the RoI, and,
     if given, the mask head's prediction for the same RoI and class."""
     panels = 3 if prediction is None else 4
-    fig, axes = plt.subplots(1, panels, figsize=(2.0 * panels, 2.5))
+    fig, axes = plt.subplots(1, panels, figsize=(WIDTH, WIDTH / panels + 0.8))
     x1, y1, x2, y2 = (float(v) for v in roi)
     axes[0].imshow(_image_array(image), interpolation="nearest")
     axes[0].contour(_np(gt_mask), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
     _box(axes[0], roi, edgecolor=class_color(label), linewidth=2)
-    _clean(axes[0], "RoI and ground truth")
+    _clean(axes[0], "RoI, object")
     axes[1].imshow(_np(gt_mask), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     _box(axes[1], roi, edgecolor=class_color(label), linewidth=2)
     pad = 0.3 * max(x2 - x1, y2 - y1)
     axes[1].set_xlim(x1 - pad, x2 + pad)
     axes[1].set_ylim(y2 + pad, y1 - pad)
-    _clean(axes[1], "the mask, cut by the RoI")
+    _clean(axes[1], "mask in\nthe RoI")
     side = int(target.shape[-1])
     axes[2].imshow(_np(target), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    _clean(axes[2], f"target {side}×{side}\n(values in [0, 1])")
+    _clean(axes[2], f"target\n{side}×{side}")
     if prediction is not None:
         axes[3].imshow(_np(prediction), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        _clean(axes[3], "prediction\n(same channel)")
+        _clean(axes[3], "prediction")
     fig.tight_layout()
     return fig
 
@@ -323,29 +334,29 @@ def score_parts(parts, ax: plt.Axes | None = None, class_names: Sequence[str] | 
     background = _np(parts.background)
     labels = [int(v) for v in parts.labels]
     rows = np.arange(len(score))
-    fig, ax = _figure_and_axes(ax, (7.6, 0.32 * len(score) + 1.4))
+    fig, ax = _figure_and_axes(ax, (WIDTH, 0.3 * len(score) + 2.6))
     ax.barh(rows, score, color=[class_color(k) for k in labels], height=0.7)
     ax.barh(rows, runner, left=score, color="0.45", height=0.7)
     ax.barh(rows, rest, left=score + runner, color="0.75", height=0.7)
     ax.barh(rows, background, left=score + runner + rest, color="white", edgecolor="0.3", hatch="///", height=0.7)
     ax.scatter(_np(parts.objectness), rows, marker="x", color="black", s=28, zorder=3)
     ax.scatter(_np(parts.mask_quality), rows, marker="o", facecolor="none", edgecolor="black", s=28, zorder=3)
-    ax.set_yticks(rows, [f"{i}: {_name(k, class_names)}" for i, k in zip(rows, labels, strict=True)], fontsize=8)
+    ax.set_yticks(rows, [f"{i}: {_name(k, class_names)}" for i, k in zip(rows, labels, strict=True)], fontsize=SMALL)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.0)
-    ax.set_xlabel("probability (one softmax row per detection)", fontsize=9)
+    ax.set_xlabel("probability (one softmax row each)", fontsize=SMALL)
+    ax.tick_params(axis="x", labelsize=SMALL)
     handles = [
-        Patch(color="0.5", label="score: P(detected class)  (bar in class colour)"),
+        Patch(color=OKABE_ITO[2], label="score (class colour)"),
         Patch(color="0.45", label="runner-up class"),
-        Patch(color="0.75", label="the other classes"),
+        Patch(color="0.75", label="other classes"),
         Patch(facecolor="white", edgecolor="0.3", hatch="///", label="background"),
-        Line2D([], [], marker="x", color="black", linestyle="", label="proposal objectness (not used)"),
-        Line2D(
-            [], [], marker="o", markerfacecolor="none", color="black", linestyle="", label="mask quality (not used)"
-        ),
+        Line2D([], [], marker="x", color="black", linestyle="", label="objectness (unused)"),
+        Line2D([], [], marker="o", markerfacecolor="none", color="black", linestyle="", label="mask quality (unused)"),
     ]
-    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
-    ax.set_title(f"{len(score)} detections: the score is one softmax column", fontsize=10)
+    fig.legend(handles=handles, fontsize=SMALL - 1, loc="lower center", ncol=2, frameon=False)
+    ax.set_title(f"{len(score)} detections: the score is one softmax column", fontsize=SMALL + 1)
+    fig.tight_layout(rect=(0, 1.0 / (0.3 * len(score) + 2.6), 1, 1))
     return fig
 
 
@@ -354,7 +365,7 @@ def reliability_diagram(reliabilities: Mapping[str, object], title: str | None =
     each score bin (bars) against the diagonal of perfect calibration, counts in a strip
     below; ECE in the panel title. Bars under the diagonal: over-confident scores."""
     n = len(reliabilities)
-    fig, axes = plt.subplots(2, n, figsize=(3.9 * n, 4.4), height_ratios=(3, 1), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, n, figsize=(WIDTH, 4.8), height_ratios=(3, 1), squeeze=False, sharex=True)
     for i, (name, rel) in enumerate(reliabilities.items()):
         top, bottom = axes[0, i], axes[1, i]
         edges = _np(rel.edges)
@@ -367,16 +378,18 @@ def reliability_diagram(reliabilities: Mapping[str, object], title: str | None =
         top.plot(confidence, _np(rel.accuracy), "o", color="black", markersize=3, label="bin mean score")
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)
-        top.set_title(f"{name}\nECE {rel.ece:.3f}", fontsize=9)
-        top.legend(fontsize=7, loc="upper left", frameon=False)
+        top.set_title(f"{name}\nECE {rel.ece:.3f}", fontsize=SMALL)
         if i == 0:
-            top.set_ylabel("fraction correct", fontsize=9)
-            bottom.set_ylabel("detections", fontsize=9)
+            top.legend(fontsize=SMALL - 1, loc="upper left", frameon=False)
+            top.set_ylabel("fraction correct", fontsize=SMALL)
+            bottom.set_ylabel("detections", fontsize=SMALL)
+        for ax in (top, bottom):
+            ax.tick_params(labelsize=SMALL - 1)
         bottom.bar(edges[:-1], _np(rel.count), width=width, align="edge", color="0.6", edgecolor="white")
         bottom.set_yscale("log")
-        bottom.set_xlabel("score", fontsize=9)
+        bottom.set_xlabel("score", fontsize=SMALL)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=SMALL + 1)
     fig.tight_layout()
     return fig
 
@@ -385,16 +398,16 @@ def mask_cases(cases: Sequence[Mapping], title: str | None = None) -> Figure:
     """Chapter 8. A row of detections, each a dict with ``crop`` (3, h, w), ``mask`` and
     ``gt`` (h, w) on the crop, ``label``, ``score`` and ``iou``: the mask outlined in the class
     colour over the ground truth (dashed), titled with score and mask IoU."""
-    fig, axes = plt.subplots(1, len(cases), figsize=(1.9 * len(cases), 2.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(cases), figsize=(WIDTH, WIDTH / max(len(cases), 3) + 0.9), squeeze=False)
     for ax, case in zip(axes[0], cases, strict=True):
         ax.imshow(_image_array(case["crop"]), interpolation="nearest")
         mask = _np(case["mask"])
         if (mask >= 0.5).any() and (mask < 0.5).any():
             ax.contour(mask, levels=[0.5], colors=[class_color(int(case["label"]))], linewidths=1.8)
         ax.contour(_np(case["gt"]), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
-        _clean(ax, f"score {float(case['score']):.2f}\nmask IoU {float(case['iou']):.2f}", size=9)
+        _clean(ax, f"score {float(case['score']):.2f}\nmask IoU {float(case['iou']):.2f}")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=SMALL + 1)
     fig.tight_layout()
     return fig
 
@@ -406,7 +419,7 @@ def rescoring_ap(
 ) -> Figure:
     """Chapters 7 and 8. Grouped bars of COCO AP: ``table`` maps a group (a ranking of the same
     detections, or a paste rule) to ``{"box AP": ..., "mask AP": ...}`` (any keys, same in all)."""
-    fig, ax = _figure_and_axes(ax, (7.0, 3.0))
+    fig, ax = _figure_and_axes(ax, (WIDTH, 3.3))
     names = list(table)
     kinds = list(next(iter(table.values())))
     width = 0.8 / len(kinds)
@@ -415,11 +428,12 @@ def rescoring_ap(
         x = np.arange(len(names)) + (j - (len(kinds) - 1) / 2) * width
         ax.bar(x, values, width=width * 0.95, color=OKABE_ITO[4 + j], label=kind)
         for xi, v in zip(x, values, strict=True):
-            ax.text(xi, v + 0.003, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+            ax.text(xi, v + 0.003, f"{v:.3f}", ha="center", va="bottom", fontsize=SMALL - 1)
     low = min(min(row.values()) for row in table.values())
     ax.set_ylim(max(0.0, low - 0.05), max(max(r.values()) for r in table.values()) + 0.04)
-    ax.set_xticks(np.arange(len(names)), names, fontsize=9)
-    ax.set_ylabel("COCO AP@[.5:.95]", fontsize=9)
-    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(kinds))
-    ax.set_title(title, fontsize=10)
+    ax.set_xticks(np.arange(len(names)), names, fontsize=SMALL)
+    ax.tick_params(axis="y", labelsize=SMALL)
+    ax.set_ylabel("COCO AP@[.5:.95]", fontsize=SMALL)
+    ax.legend(fontsize=SMALL, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(kinds))
+    ax.set_title(title, fontsize=SMALL + 1)
     return fig
