@@ -107,7 +107,7 @@ def test_overlaps_counts_pixels_in_two_masks():
     masks = torch.zeros(2, 10, 10)
     masks[0, :5, :5] = 1
     masks[1, 3:8, 3:8] = 1  # 2 x 2 pixels shared
-    fig = vm.overlaps(torch.rand(3, 10, 10), masks, [1, 2], torch.tensor([0.9, 0.8]), class_names=NAMES)
+    fig = vm.overlaps(torch.rand(3, 10, 10), masks, [1, 2], class_names=NAMES)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[0] == "in ≥ 2 masks: 4 px"
     assert labels[1:] == ["square", "circle"]

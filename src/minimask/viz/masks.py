@@ -262,16 +262,14 @@ def mask_grid(image, mask, box, label: int, gt_mask=None, threshold: float = 0.5
     axes[0].set_title("mask at 0.5 (colour), object (dashed)", fontsize=SMALL)
     axes[1].set_title("the soft pasted mask", fontsize=SMALL)
     fig.suptitle(
-        f"A {x2 - x1:.0f}-px box {cells} cells across: {(x2 - x1) / cells:.1f} px per cell",
+        f"A {x2 - x1:.0f}-px box, {cells} cells across: {(x2 - x1) / cells:.1f} px per cell",
         fontsize=SMALL + 1,
     )
     fig.tight_layout()
     return fig
 
 
-def overlaps(
-    image, masks, labels, scores, ax: plt.Axes | None = None, class_names: Sequence[str] | None = None
-) -> Figure:
+def overlaps(image, masks, labels, ax: plt.Axes | None = None, class_names: Sequence[str] | None = None) -> Figure:
     """Chapter 7. Binary masks ``(D, H, W)`` outlined in their class colour; pixels claimed by
     two or more detections filled red-purple, so the overlap a label map would have to resolve shows."""
     picture = _image_array(image)
@@ -290,7 +288,7 @@ def overlaps(
     for k in sorted({int(v) for v in labels}):
         handles.append(Line2D([], [], color=class_color(k), label=_name(k, class_names)))
     ax.legend(handles=handles, fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
-    _clean(ax, f"{len(binary)} masks (score > {float(min(scores)) if len(scores) else 0:.2f}), each pasted alone")
+    _clean(ax, f"{len(binary)} masks, each predicted and pasted alone")
     return fig
 
 
