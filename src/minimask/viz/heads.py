@@ -21,6 +21,7 @@ from matplotlib.patches import Rectangle
 
 from minimask.viz import (
     DROPPED_STYLE,
+    FIG_WIDTH,
     GT_STYLE,
     OKABE_ITO,
     _figure_and_axes,
@@ -59,9 +60,9 @@ def _box(ax: plt.Axes, box, **style) -> Rectangle:
     return patch
 
 
-def _tag(ax: plt.Axes, box, text: str, colour: str, fontsize: float = 8) -> None:
+def _tag(ax: plt.Axes, box, text: str, colour: str) -> None:
     x1, y1 = float(box[0]), float(box[1])
-    ax.text(x1, y1 - 1, text, fontsize=fontsize, color="white", va="bottom",
+    ax.text(x1, y1 - 1, text, color="white", va="bottom",
             bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
 
 
@@ -87,7 +88,7 @@ def level_assignment(
     """
     sides = np.asarray(sides, dtype=np.float64)
     levels = np.asarray(levels).astype(int)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.4))
+    fig, (left, right) = plt.subplots(2, 1, figsize=(FIG_WIDTH, 7.0))
     xs = np.geomspace(4, 1000, 400)
     raw = canonical_level + np.log2(xs / canonical_scale)
     left.plot(xs, raw, color="0.6", linewidth=1, linestyle=":", label="4 + log2(side / 224)")
@@ -110,8 +111,8 @@ def level_assignment(
     left.set_yticks(range(k_min, k_max + 1), [f"P{k}" for k in range(k_min, k_max + 1)])
     left.set_ylim(k_min - 0.6, k_max + 0.6)
     left.set_xlabel("box side sqrt(area), px of the resized image")
-    left.set_title("the level-assignment formula", fontsize=10)
-    left.legend(fontsize=8, loc="upper left", frameon=False)
+    left.set_title("the level-assignment formula")
+    left.legend(loc="upper left", frameon=False)
     edges = np.geomspace(max(sides.min(), 1.0) if sides.size else 1.0, max(sides.max(), 2.0) if sides.size else 2.0, 40)
     present = sorted(set(levels.tolist()))
     right.hist(
@@ -124,8 +125,8 @@ def level_assignment(
     right.set_xscale("log")
     right.set_xlabel("box side sqrt(area), px")
     right.set_ylabel("proposals")
-    right.set_title(f"{len(sides)} proposals by pooled level", fontsize=10)
-    right.legend(fontsize=8, frameon=False)
+    right.set_title(f"{len(sides)} proposals by pooled level")
+    right.legend(frameon=False)
     fig.tight_layout()
     return fig
 
@@ -169,7 +170,7 @@ def roi_align_grid(
     ``output_size`` x ``output_size`` bins (thin) and the sampling points (dots).
     """
     fmap = np.asarray(feature_map, dtype=np.float64)
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.0 * len(settings), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(FIG_WIDTH, 4.0), squeeze=False)
     bx = [float(v) * scale for v in box]
     lo_x, hi_x = bx[0] - margin - 0.5, bx[2] + margin
     lo_y, hi_y = bx[1] - margin - 0.5, bx[3] + margin
@@ -183,7 +184,7 @@ def roi_align_grid(
             ax.plot([x_edges[0], x_edges[-1]], [y, y], color=OKABE_ITO[4], linewidth=0.7)
         ax.scatter(points[:, 0], points[:, 1], s=6, color=OKABE_ITO[5], zorder=3)
         per_bin = len(points) // (output_size * output_size)
-        ax.set_title(f"{name}: aligned={aligned}, {per_bin} samples per bin", fontsize=9)
+        ax.set_title(f"{name}\naligned={aligned}, {per_bin} per bin")
         ax.set_xlim(lo_x, hi_x)
         ax.set_ylim(hi_y, lo_y)
         ax.set_xlabel(f"{level_name} cell (x)")
@@ -193,8 +194,8 @@ def roi_align_grid(
         Line2D([], [], color=OKABE_ITO[4], linewidth=0.7, label=f"{output_size}x{output_size} bins"),
         Line2D([], [], color=OKABE_ITO[5], marker=".", linestyle="none", label="sampling points"),
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     return fig
 
 
@@ -215,23 +216,25 @@ def class_distribution(
     n_classes = logits.shape[1]
     names = [_name(k, class_names) for k in range(n_classes)]
     colours = ["0.55"] + [class_color(k) for k in range(1, n_classes)]
-    fig, axes = plt.subplots(len(rows), 2, figsize=(8, 1.55 * len(rows) + 0.5), squeeze=False)
+    names = ["background" if n.startswith("__") else n for n in names]  # "__background__"
+    fig, axes = plt.subplots(len(rows), 2, figsize=(FIG_WIDTH, 2.0 * len(rows) + 1.0), squeeze=False)
     x = np.arange(n_classes)
     for i, row in enumerate(rows):
         lax, pax = axes[i]
         lax.bar(x, logits[row], color=colours)
         lax.axhline(0, color="black", linewidth=0.6)
         pax.bar(x, probs[row], color=colours)
-        pax.set_ylim(0, 1.08)
+        pax.set_ylim(0, 1.3)
+        pax.set_yticks([0, 0.5, 1])
         for k in x:
-            pax.text(k, probs[row, k] + 0.02, f"{probs[row, k]:.2f}", ha="center", va="bottom", fontsize=8)
+            pax.text(k, probs[row, k] + 0.03, f"{probs[row, k]:.2f}", ha="center", va="bottom")
         title = row_titles[i] if row_titles is not None else f"proposal {row}"
-        lax.set_ylabel(title, fontsize=9, rotation=0, ha="right", va="center")
+        lax.set_title(title, loc="left")
+        lax.set_ylabel("logit")
+        pax.set_ylabel("probability")
         for ax in (lax, pax):
-            ax.set_xticks(x, names if i == len(rows) - 1 else [""] * n_classes, fontsize=9)
-            ax.tick_params(axis="y", labelsize=8)
-    axes[0, 0].set_title("logits (cls_score)", fontsize=10)
-    axes[0, 1].set_title("softmax probabilities (sum to 1)", fontsize=10)
+            last = i == len(rows) - 1
+            ax.set_xticks(x, names if last else [""] * n_classes, rotation=30 if last else 0, ha="right")
     fig.tight_layout()
     return fig
 
@@ -276,7 +279,7 @@ def refinement(
         handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
     ax.set_xlim(max(min(xs) - margin, -0.5), min(max(xs) + margin, width - 0.5))
     ax.set_ylim(min(max(ys) + margin, height - 0.5), max(min(ys) - margin, -0.5))
-    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=1, frameon=False)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=1, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -301,7 +304,7 @@ def roi_sampling(
     their target's class colour, sampled negatives thin dark grey, not sampled grey dotted
     (the ``max_unsampled`` of highest ``iou`` if given), ground truth black dashed.
     """
-    fig, ax = _figure_and_axes(ax, (4.8, 5.0))
+    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 6.4))
     _show(ax, image)
     boxes = torch.as_tensor(boxes).detach().cpu()
     labels = torch.as_tensor(labels).cpu()
@@ -330,10 +333,8 @@ def roi_sampling(
         ),
         Line2D([], [], **GT_STYLE, label="ground truth"),
     ]
-    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
-    ax.set_title(
-        title or f"{int(positive.sum())} positive and {int(negative.sum())} negative RoIs sampled", fontsize=10
-    )
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
+    ax.set_title(title or f"{int(positive.sum())} positive and {int(negative.sum())} negative RoIs sampled")
     fig.tight_layout()
     return fig
 
@@ -360,6 +361,7 @@ def detections_panel(
     numbers: bool = False,
     tags: bool = True,
     zoom: float | None = None,
+    legend_columns: int = 2,
 ) -> Figure:
     """Chapter 6. Detections (solid, class colour, "class score") and dropped candidates.
 
@@ -389,12 +391,12 @@ def detections_panel(
         _box(ax, boxes[rank], color=colour, linewidth=2)
         text = f"{rank}" if numbers else f"{_name(int(labels[rank]), class_names)} {scores[rank]:.2f}"
         if tags:
-            _tag(ax, boxes[rank], text, colour, fontsize=7)
+            _tag(ax, boxes[rank], text, colour)
     for k in sorted(set(int(v) for v in labels)):
         handles.insert(0, Line2D([], [], color=class_color(k), linewidth=2,
                                  label=f"kept {_name(k, class_names)}: {labels.count(k)}"))  # fmt: skip
     if handles:
-        ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=legend_columns, frameon=False)
     if zoom is not None and len(boxes):
         every = boxes if gt_boxes is None else torch.cat([boxes, torch.as_tensor(gt_boxes).reshape(-1, 4)])
         lo = (every[:, :2].min(0).values - zoom).tolist()
@@ -405,25 +407,25 @@ def detections_panel(
         y0 = min(max(cy - side / 2, -0.5), max(height - 0.5 - side, -0.5))
         ax.set_xlim(x0, min(x0 + side, width - 0.5))
         ax.set_ylim(min(y0 + side, height - 0.5), y0)
-    ax.set_title(title or f"{len(labels)} detections", fontsize=10)
+    ax.set_title(title or f"{len(labels)} detections")
     fig.tight_layout()
     return fig
 
 
 def funnel(counts: Mapping[str, int], ax: plt.Axes | None = None, title: str | None = None) -> Figure:
     """Chapter 6. How many candidates survive each step (``Filtered.funnel``), as bars."""
-    fig, ax = _figure_and_axes(ax, (4.0, 3.0))
+    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 3.0))
     names = list(counts)
     values = [counts[n] for n in names]
     y = np.arange(len(names))[::-1]
     ax.barh(y, values, color=[OKABE_ITO[4]] + [OKABE_ITO[2]] * (len(names) - 1))
     for yy, v in zip(y, values, strict=True):
-        ax.text(v, yy, f" {v}", va="center", fontsize=9)
+        ax.text(v, yy, f" {v}", va="center")
     ax.set_yticks(y, [n.replace("_", " ") if i == 0 else f"after {n.replace('_', ' ')}" for i, n in enumerate(names)])
     ax.set_xscale("log")
     ax.set_xlim(0.8, max(values) * 4 if values else 10)
     ax.set_xlabel("candidates (log scale)")
-    ax.set_title(title or "candidates left after each step", fontsize=10)
+    ax.set_title(title or "candidates left after each step")
     fig.tight_layout()
     return fig
 
@@ -432,18 +434,18 @@ def recall_ledger(
     steps: Mapping[str, float], ax: plt.Axes | None = None, total: int | None = None, title: str | None = None
 ) -> Figure:
     """Chapter 6. The share of ground-truth objects still found after each step (IoU >= 0.5)."""
-    fig, ax = _figure_and_axes(ax, (8, 3.0))
+    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 3.6))
     names = list(steps)
     values = [float(steps[n]) for n in names]
     x = np.arange(len(names))
     ax.bar(x, values, color=[OKABE_ITO[4] if i < 2 else OKABE_ITO[2] for i in range(len(names))])
     for xx, v in zip(x, values, strict=True):
-        ax.text(xx, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=9)
-    ax.set_xticks(x, [n.replace("_", " ") for n in names], fontsize=9)
+        ax.text(xx, v + 0.01, f"{v:.3f}", ha="center", va="bottom")
+    ax.set_xticks(x, [n.replace("_", " ") for n in names], rotation=25, ha="right")
     low = max(0.0, min(values) - 0.1) if values else 0.0
     ax.set_ylim(low, 1.04)
     ax.set_ylabel("recall at IoU 0.5")
     suffix = f" ({total} objects)" if total is not None else ""
-    ax.set_title(title or f"ground-truth objects still covered after each step{suffix}", fontsize=10)
+    ax.set_title(title or f"ground-truth objects still covered after each step{suffix}")
     fig.tight_layout()
     return fig

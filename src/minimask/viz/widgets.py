@@ -91,8 +91,8 @@ def threshold_slider(
     gt_boxes=None,
     label: str = "score threshold",
     value_range: tuple[float, float, float] = (0.0, 1.0, 0.01),
-    width: int = 330,
-    curve_width: int = 330,
+    width: int = 320,
+    curve_width: int = 320,
     curve_xlabel: str | None = None,
     title: str | None = None,
 ) -> HTML:
@@ -212,10 +212,10 @@ def _curve_svg(
     def py(y):
         return top + (1.0 - y) * (H - top - bottom)
 
-    parts = [f'<svg class="mm-curve" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-size="11">']
+    parts = [f'<svg class="mm-curve" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-size="13">']
     parts.append(
         f'<rect x="{left}" y="{top}" width="{W - left - right}" height="{H - top - bottom}" '
-        'fill="none" stroke="#999" stroke-width="1"/>'
+        'fill="#f0f0f0" stroke="#999" stroke-width="1"/>'
     )
     for t in (0.0, 0.25, 0.5, 0.75, 1.0):
         parts.append(
