@@ -14,6 +14,8 @@ cell anchors are not rounded and strides are the fixed 4, 8, 16, 32, 64.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -41,6 +43,33 @@ def cell_anchors(
     heights = (h_factor[:, None] * s[None, :]).reshape(-1)
     half = torch.stack([-widths, -heights, widths, heights], dim=1) / 2
     return half.round()
+
+
+def cell_anchors_exact(
+    sizes: tuple[float, ...],
+    aspect_ratios: tuple[float, ...],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Chapter 11. Cell anchors as Detectron2 ``DefaultAnchorGenerator.generate_cell_anchors``.
+
+    For size s and ratio r = h / w: w = sqrt(s^2 / r), h = r * w, in Python floats, **not
+    rounded** (size 32 at r = 0.5: 45.25 x 22.63); rows size-major: (s0, r0), (s0, r1), ...
+    (torchvision: ratio-major; the same rows when each level has one size).
+    """
+    rows = []
+    for size in sizes:
+        area = size**2.0
+        for ratio in aspect_ratios:
+            w = math.sqrt(area / ratio)
+            h = ratio * w
+            rows.append([-w / 2.0, -h / 2.0, w / 2.0, h / 2.0])
+    return torch.tensor(rows).to(dtype=dtype, device=device)
+
+
+def fixed_strides(num_levels: int) -> list[tuple[int, int]]:
+    """Chapter 11. Detectron2's anchor strides: the backbone's, 4, 8, 16, 32, 64 (P2..P6)."""
+    return [(2 ** (level + 2),) * 2 for level in range(num_levels)]
 
 
 def anchors_per_location(cfg: Config) -> int:
@@ -78,12 +107,20 @@ def make_anchors(
             f"{len(feature_shapes)} feature maps but Config.anchor_sizes has {len(cfg.anchor_sizes)} levels"
         )
     out = []
-    for (h, w), (sy, sx), sizes in zip(
-        feature_shapes, level_strides(padded_size, feature_shapes), cfg.anchor_sizes, strict=True
-    ):
-        cell = cell_anchors(sizes, cfg.aspect_ratios, dtype=dtype, device=device)  # (A_cell, 4)
-        cx = (torch.arange(w, device=device) * sx).to(dtype)  # centre x of each column
-        cy = (torch.arange(h, device=device) * sy).to(dtype)
+    if cfg.anchor_strides == "fixed":  # Detectron2: the backbone's strides
+        strides = fixed_strides(len(feature_shapes))
+    else:
+        strides = level_strides(padded_size, feature_shapes)
+    make_cell = cell_anchors if cfg.round_cell_anchors else cell_anchors_exact
+    for (h, w), (sy, sx), sizes in zip(feature_shapes, strides, cfg.anchor_sizes, strict=True):
+        cell = make_cell(sizes, cfg.aspect_ratios, dtype=dtype, device=device)  # (A_cell, 4)
+        if cfg.anchor_offset:  # Detectron2 _create_grid_offsets: arange(offset * s, W * s, step=s)
+            off = cfg.anchor_offset
+            cx = torch.arange(off * sx, w * sx, step=sx, dtype=torch.float32, device=device).to(dtype)
+            cy = torch.arange(off * sy, h * sy, step=sy, dtype=torch.float32, device=device).to(dtype)
+        else:
+            cx = (torch.arange(w, device=device) * sx).to(dtype)  # centre x of each column
+            cy = (torch.arange(h, device=device) * sy).to(dtype)
         grid_y, grid_x = torch.meshgrid(cy, cx, indexing="ij")  # (H, W) each
         centres = torch.stack([grid_x, grid_y, grid_x, grid_y], dim=-1).reshape(-1, 1, 4)  # (H*W, 1, 4)
         out.append((centres + cell[None]).reshape(-1, 4))  # (H*W*A_cell, 4): order (H, W, A)

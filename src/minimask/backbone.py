@@ -127,6 +127,20 @@ def freeze_layers(body: nn.Module, trainable_layers: int, stem: tuple[str, ...])
             parameter.requires_grad_(False)
 
 
+def stride_in_1x1(body: nn.Module) -> None:
+    """Chapter 11. Move each stage's stride from the 3x3 conv to the first 1x1 conv.
+
+    Detectron2 ``BottleneckBlock`` with ``MODEL.RESNETS.STRIDE_IN_1X1 = True`` (the MSRA
+    ResNets of its model zoo) strides in ``conv1``; torchvision's ``Bottleneck`` ("ResNet
+    v1.5") in ``conv2``. Same parameters, different features; ``cfg.resnet_stride_in_1x1``.
+    """
+    for name in LAYERS[1:]:
+        block = getattr(body, name)[0]
+        if not hasattr(block, "conv3"):
+            raise ValueError("Config.resnet_stride_in_1x1 needs a Bottleneck ResNet (resnet50)")
+        block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
+
+
 def build_backbone(cfg: Config) -> BackboneWithFPN:
     """Chapter 2. The ResNet + FPN of ``cfg.backbone``; forward returns the five FPN maps.
 
@@ -142,6 +156,8 @@ def build_backbone(cfg: Config) -> BackboneWithFPN:
     norm = norm_layer(cfg)
     if cfg.backbone in ("resnet50", "resnet18"):
         body = getattr(torchvision.models, cfg.backbone)(weights=None, norm_layer=norm)
+        if cfg.resnet_stride_in_1x1:
+            stride_in_1x1(body)
         freeze_layers(body, cfg.trainable_backbone_layers, ("conv1", "bn1"))
         stage2 = body.inplanes // 8  # 256 for Bottleneck ResNets, 64 for BasicBlock ones
         in_channels = [stage2 * 2**i for i in range(4)]

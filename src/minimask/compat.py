@@ -15,11 +15,16 @@ the wrong shape.
 
 from __future__ import annotations
 
+import importlib
 import math
+import pickle
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
@@ -45,6 +50,23 @@ _HARD_CODED = {
     "mask_paste_padding": 1,  # paste_masks_in_image(padding=1)
     "rpn_smooth_l1_beta": 1 / 9,  # RegionProposalNetwork.compute_loss
     "box_smooth_l1_beta": 1 / 9,  # fastrcnn_loss
+    # the rules Detectron2 decides by (chapter 11): torchvision has no switch for any of them
+    "input_channels": "RGB",
+    "input_scale": 1.0,
+    "normalize_before_resize": True,
+    "resize_rounding": "floor",
+    "resize_interpolation": "bilinear",
+    "resnet_stride_in_1x1": False,
+    "round_cell_anchors": True,
+    "anchor_strides": "from_sizes",
+    "anchor_offset": 0.0,
+    "rpn_min_size_inclusive": True,
+    "rpn_nms_score": "probability",
+    "level_eps_placement": "after_log",
+    "small_box_removal": "before_nms",
+    "background_class": "first",
+    "clip_to_original": False,
+    "binary_masks": False,
 }
 
 
@@ -348,6 +370,14 @@ def load_coco_weights(progress: bool = True) -> MaskRCNN:
 
 __all__ = [
     "check_state_dict",
+    "config_from_detectron2",
+    "detectron2_class_names",
+    "detectron2_name",
+    "from_detectron2",
+    "minimask_name",
+    "read_detectron2_checkpoint",
+    "read_detectron2_yaml",
+    "to_detectron2",
     "coco_categories",
     "config_from_state_dict",
     "config_from_torchvision",
@@ -356,3 +386,438 @@ __all__ = [
     "to_torchvision",
     "torchvision_model",
 ]
+
+
+# --- Detectron2 ----------------------------------------------------------------------------------
+# State-dict names, ours (torchvision's) <-> Detectron2's, for the R50-FPN Mask R-CNN. Detectron2's
+# names come from its modules: backbone/resnet.py (BasicStem "stem.conv1", BottleneckBlock
+# "conv1..3" each with ".norm", "shortcut"), backbone/fpn.py (FPN "fpn_lateral{stage}",
+# "fpn_output{stage}"), proposal_generator/rpn.py (StandardRPNHead "conv", "objectness_logits",
+# "anchor_deltas"), roi_heads/box_head.py (FastRCNNConvFCHead "fc1", "fc2"), roi_heads/fast_rcnn.py
+# (FastRCNNOutputLayers "cls_score", "bbox_pred"), roi_heads/mask_head.py
+# (MaskRCNNConvUpsampleHead "mask_fcn{k}", "deconv", "predictor").
+_D2_RULES: tuple[tuple[str, str], ...] = (
+    (r"backbone\.body\.conv1\.weight", "backbone.bottom_up.stem.conv1.weight"),
+    (r"backbone\.body\.bn1\.(\w+)", "backbone.bottom_up.stem.conv1.norm.{0}"),
+    (r"backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.weight", "backbone.bottom_up.res{0+1}.{1}.conv{2}.weight"),
+    (r"backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.(\w+)", "backbone.bottom_up.res{0+1}.{1}.conv{2}.norm.{3}"),
+    (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.0\.weight", "backbone.bottom_up.res{0+1}.{1}.shortcut.weight"),
+    (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.1\.(\w+)", "backbone.bottom_up.res{0+1}.{1}.shortcut.norm.{2}"),
+    (r"backbone\.fpn\.inner_blocks\.(\d)\.0\.(\w+)", "backbone.fpn_lateral{0+2}.{1}"),
+    (r"backbone\.fpn\.layer_blocks\.(\d)\.0\.(\w+)", "backbone.fpn_output{0+2}.{1}"),
+    (r"rpn\.head\.conv\.0\.0\.(\w+)", "proposal_generator.rpn_head.conv.{0}"),
+    (r"rpn\.head\.cls_logits\.(\w+)", "proposal_generator.rpn_head.objectness_logits.{0}"),
+    (r"rpn\.head\.bbox_pred\.(\w+)", "proposal_generator.rpn_head.anchor_deltas.{0}"),
+    (r"roi_heads\.box_head\.fc6\.(\w+)", "roi_heads.box_head.fc1.{0}"),
+    (r"roi_heads\.box_head\.fc7\.(\w+)", "roi_heads.box_head.fc2.{0}"),
+    (r"roi_heads\.box_predictor\.cls_score\.(\w+)", "roi_heads.box_predictor.cls_score.{0}"),
+    (r"roi_heads\.box_predictor\.bbox_pred\.(\w+)", "roi_heads.box_predictor.bbox_pred.{0}"),
+    (r"roi_heads\.mask_head\.(\d)\.0\.(\w+)", "roi_heads.mask_head.mask_fcn{0+1}.{1}"),
+    (r"roi_heads\.mask_predictor\.conv5_mask\.(\w+)", "roi_heads.mask_head.deconv.{0}"),
+    (r"roi_heads\.mask_predictor\.mask_fcn_logits\.(\w+)", "roi_heads.mask_head.predictor.{0}"),
+)
+# Buffers some Detectron2 checkpoints carry that are not weights (now non-persistent there).
+_D2_IGNORED = re.compile(r"^(pixel_mean|pixel_std|proposal_generator\.anchor_generator\.cell_anchors\.\d+)$")
+
+
+def _fill(template: str, groups: tuple[str, ...]) -> str:
+    """``"res{0+1}.{1}"`` with groups ("1", "0") -> "res2.0": ``{i+n}`` adds n to group i."""
+
+    def one(m: re.Match) -> str:
+        value = groups[int(m.group(1))]
+        return str(int(value) + int(m.group(2))) if m.group(2) else value
+
+    return re.sub(r"\{(\d)(?:\+(\d))?\}", one, template)
+
+
+def _pattern(template: str) -> tuple[re.Pattern, list[tuple[int, int]]]:
+    """The inverse of a template: a regex for Detectron2's name, and (group, offset) per field."""
+    fields: list[tuple[int, int]] = []
+    parts = re.split(r"(\{\d(?:\+\d)?\})", template)
+    regex = ""
+    for part in parts:
+        m = re.fullmatch(r"\{(\d)(?:\+(\d))?\}", part)
+        if m:
+            fields.append((int(m.group(1)), int(m.group(2) or 0)))
+            regex += r"(\d+)" if m.group(2) else r"(\w+)"
+        else:
+            regex += re.escape(part)
+    return re.compile(regex), fields
+
+
+def detectron2_name(key: str) -> str | None:
+    """Chapter 11. Detectron2's state-dict name for one of ours (None: Detectron2 has none)."""
+    for ours, theirs in _D2_RULES:
+        m = re.fullmatch(ours, key)
+        if m:
+            return _fill(theirs, m.groups())
+    return None
+
+
+def minimask_name(key: str) -> str | None:
+    """Chapter 11. Our (torchvision's) state-dict name for a Detectron2 one (None: not a weight we have)."""
+    for ours, theirs in _D2_RULES:
+        regex, fields = _pattern(theirs)
+        m = regex.fullmatch(key)
+        if not m:
+            continue
+        groups = [""] * len(fields)
+        for (group, offset), value in zip(fields, m.groups(), strict=True):
+            groups[group] = str(int(value) - offset) if offset else value
+        out = ours
+        for g in groups:  # put the groups back into our regex's capture slots, in order
+            out = re.sub(r"\((?:\\d|\\w)\+?\)", lambda _m, g=g: g, out, count=1)
+        return out.replace("\\.", ".")
+    return None
+
+
+def to_detectron2(model: MaskRCNN) -> OrderedDict[str, Tensor]:
+    """Chapter 11. Our model's weights as a Detectron2 state dict (``checkpoint["model"]``).
+
+    The inverse of ``from_detectron2``'s mapping: Detectron2's names; background moved from
+    the first class row to the last (``cls_score``); the background slot of the box deltas
+    and the background channel of the mask predictor dropped (Detectron2 has K, not K + 1);
+    ``num_batches_tracked`` dropped. The architecture must be Detectron2's R50-FPN: with
+    ``config.resnet_stride_in_1x1`` False the weights load but compute torchvision's ResNet.
+    """
+    if not isinstance(model, MaskRCNN):
+        raise TypeError(f"to_detectron2: expected a minimask MaskRCNN, got {type(model).__name__}")
+    if model.config.backbone != "resnet50":
+        raise ValueError(f"to_detectron2: Detectron2 has no {model.config.backbone!r} backbone (resnet50 only)")
+    out: OrderedDict[str, Tensor] = OrderedDict()
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        name = detectron2_name(key)
+        if name is None:
+            raise ValueError(f"to_detectron2: no Detectron2 name for {key!r}")
+        value = value.detach().clone()
+        if key.startswith("roi_heads.box_predictor.cls_score"):
+            value = torch.cat([value[1:], value[:1]])  # background: first -> last
+        elif key.startswith("roi_heads.box_predictor.bbox_pred"):
+            value = value[4:]  # no background slot
+        elif key.startswith("roi_heads.mask_predictor.mask_fcn_logits"):
+            value = value[1:]  # no background channel
+        out[name] = value
+    return out
+
+
+def _from_detectron2_state(state: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
+    """Detectron2 names and layouts -> ours (background first, zero background slots)."""
+    out: OrderedDict[str, Tensor] = OrderedDict()
+    for key, value in state.items():
+        name = minimask_name(key)
+        if name is None:
+            continue  # reported by the check before this is called
+        if key.startswith("roi_heads.box_predictor.cls_score"):
+            value = torch.cat([value[-1:], value[:-1]])  # background: last -> first
+        elif key.startswith("roi_heads.box_predictor.bbox_pred"):
+            value = torch.cat([value.new_zeros((4, *value.shape[1:])), value])
+        elif key.startswith("roi_heads.mask_head.predictor"):
+            value = torch.cat([value.new_zeros((1, *value.shape[1:])), value])
+        out[name] = value
+    return out
+
+
+# --- reading Detectron2 files ---------------------------------------------------------------------
+class _SafeUnpickler(pickle.Unpickler):
+    """Admits numpy arrays, numpy scalars/dtypes and plain containers; nothing else runs."""
+
+    ALLOWED: frozenset[tuple[str, str]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("collections", "OrderedDict"),
+        }
+    )
+
+    def __init__(self, file: Any, source: str) -> None:
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            if module.endswith("multiarray"):  # numpy 1 and 2 name this module differently
+                return getattr(_numpy_multiarray(), name)
+            return super().find_class(module, name)
+        raise ValueError(
+            f"{self.source}: refusing to unpickle {module}.{name} (only tensors, numpy arrays and plain "
+            "containers are read; a checkpoint that needs more could run code)"
+        )
+
+
+def read_detectron2_checkpoint(path: str | Path) -> OrderedDict[str, Tensor]:
+    """Chapter 11. The weights of a Detectron2 checkpoint, as float tensors, never running its code.
+
+    ``model_final.pth`` (Detectron2's ``DetectionCheckpointer``: ``torch.save`` of a dict with
+    ``"model"``, plus optimizer and scheduler) is read with ``torch.load(weights_only=True)``,
+    numpy arrays admitted; a model zoo ``.pkl`` (a pickled dict ``{"model": {name: ndarray},
+    "__author__": ...}``) with an unpickler that admits only numpy arrays and plain
+    containers. Anything else raises ``ValueError`` naming the file and the refused object.
+    A ``module.`` prefix (DistributedDataParallel) is removed, as Detectron2's checkpointer does.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Detectron2 checkpoint {path} does not exist")
+    source = str(path)
+    if path.suffix == ".pkl":
+        with open(path, "rb") as f:
+            data = _SafeUnpickler(f, source).load()
+    else:
+        numpy_globals = _numpy_globals()
+        try:
+            with torch.serialization.safe_globals(numpy_globals):
+                data = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"{source}: not read with weights_only=True (it would need code to run): {err}") from None
+    if isinstance(data, Mapping) and "model" in data and isinstance(data["model"], Mapping):
+        data = data["model"]
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: expected a dict of weights (or one under 'model'), got {type(data).__name__}")
+    out: OrderedDict[str, Tensor] = OrderedDict()
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{source}: a key is {type(key).__name__}, not a name: not a state dict")
+        key = key[len("module.") :] if key.startswith("module.") else key
+        if isinstance(value, Tensor):
+            out[key] = value
+        elif type(value).__module__ == "numpy" and hasattr(value, "shape"):
+            out[key] = torch.as_tensor(value)
+        else:
+            raise ValueError(f"{source}: {key!r} is a {type(value).__name__}, not a tensor or array")
+    if any(re.search(r"_(w|b|s|bn_s|bn_b)$", k) for k in out) and not any("." in k for k in out):
+        raise ValueError(f"{source}: Caffe2/Detectron1 names (e.g. conv1_w); only Detectron2 names are read")
+    return out
+
+
+def _numpy_globals() -> list[Any]:
+    """numpy's array and scalar re-constructors, for ``torch.load(weights_only=True)``."""
+    import numpy as np
+
+    mod = _numpy_multiarray()
+    found: list[Any] = [np.ndarray, np.dtype, mod._reconstruct, mod.scalar]
+    found += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "uint8", "bool")]
+    return found
+
+
+def _numpy_multiarray() -> Any:
+    """numpy's ``multiarray`` module (``numpy._core`` in numpy 2, ``numpy.core`` before)."""
+    try:
+        return importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # numpy 1
+        return importlib.import_module("numpy.core.multiarray")
+
+
+def read_detectron2_yaml(path: str | Path) -> dict[str, Any]:
+    """Chapter 11. A Detectron2 ``config.yaml`` with its ``_BASE_`` files merged in, as a dict.
+
+    As Detectron2 ``CfgNode.load_yaml_with_base``: the base (a path relative to the file) is
+    read first, recursively, and the file's keys override it mapping by mapping. ``yaml.safe_load``
+    only: no Python objects.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Detectron2 config {path} does not exist")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a mapping of config keys")
+    base = data.pop("_BASE_", None)
+    if base is None:
+        return data
+    base_path = Path(base).expanduser()
+    if not base_path.is_absolute():
+        base_path = path.parent / base_path
+    merged = read_detectron2_yaml(base_path)
+    _merge(data, merged)
+    return merged
+
+
+def _merge(a: dict, b: dict) -> None:
+    """Detectron2 ``merge_a_into_b``: ``a``'s keys into ``b``, mapping by mapping."""
+    for k, v in a.items():
+        if isinstance(v, dict) and isinstance(b.get(k), dict):
+            _merge(v, b[k])
+        else:
+            b[k] = v
+
+
+def _get(d: Mapping[str, Any], dotted: str, default: Any) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, Mapping) or part not in d:
+            return default
+        d = d[part]
+    return d
+
+
+def config_from_detectron2(values: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Chapter 11. A ``Config`` from a Detectron2 config (the dict of ``read_detectron2_yaml``).
+
+    Starts from ``Config.detectron2_r50()`` (Detectron2's rules and the model zoo's R50-FPN
+    values, ``defaults.py`` + ``Base-RCNN-FPN.yaml``) and reads every key that has a field
+    (``config_table``'s Detectron2 column). Raises ``ValueError`` naming each key whose value
+    minimask cannot run (another depth, norm, head or pooler, a keypoint head, no masks ...).
+    """
+    cfg = base if base is not None else Config.detectron2_r50()
+
+    def g(key: str, default: Any) -> Any:
+        return _get(values, key, default)
+
+    unsupported = [
+        ("MODEL.META_ARCHITECTURE", "GeneralizedRCNN"),
+        ("MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone"),
+        ("MODEL.RESNETS.DEPTH", 50),
+        ("MODEL.RESNETS.NUM_GROUPS", 1),
+        ("MODEL.RESNETS.RES5_DILATION", 1),
+        ("MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, False, False, False]),
+        ("MODEL.FPN.NORM", ""),
+        ("MODEL.FPN.FUSE_TYPE", "sum"),
+        ("MODEL.MASK_ON", True),
+        ("MODEL.KEYPOINT_ON", False),
+        ("MODEL.RPN.HEAD_NAME", "StandardRPNHead"),
+        ("MODEL.ROI_HEADS.NAME", "StandardROIHeads"),
+        ("MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead"),
+        ("MODEL.ROI_BOX_HEAD.NUM_CONV", 0),
+        ("MODEL.ROI_BOX_HEAD.NUM_FC", 2),
+        ("MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False),
+        ("MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead"),
+        ("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False),
+        ("MODEL.ROI_MASK_HEAD.NORM", ""),
+        ("MODEL.RESNETS.RES2_OUT_CHANNELS", 256),
+        ("MODEL.RESNETS.STEM_OUT_CHANNELS", 64),
+    ]
+    bad = [f"{k} = {g(k, v)!r} (minimask: {v!r})" for k, v in unsupported if g(k, v) != v]
+    norm = g("MODEL.RESNETS.NORM", "FrozenBN")
+    if norm not in ("FrozenBN", "BN"):
+        bad.append(f"MODEL.RESNETS.NORM = {norm!r} (minimask: 'FrozenBN' or 'BN')")
+    if g("MODEL.ROI_HEADS.IN_FEATURES", ["p2", "p3", "p4", "p5"]) != ["p2", "p3", "p4", "p5"]:
+        bad.append(f"MODEL.ROI_HEADS.IN_FEATURES = {g('MODEL.ROI_HEADS.IN_FEATURES', None)!r}")
+    pooler = {g("MODEL.ROI_BOX_HEAD.POOLER_TYPE", "ROIAlignV2"), g("MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlignV2")}
+    if not pooler <= {"ROIAlignV2", "ROIAlign"} or len(pooler) != 1:
+        bad.append(f"ROI_BOX_HEAD/ROI_MASK_HEAD.POOLER_TYPE = {sorted(pooler)} (minimask: one of ROIAlignV2, ROIAlign)")
+    ratios = [tuple(float(r) for r in level) for level in g("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", [[0.5, 1.0, 2.0]])]
+    if len(set(ratios)) != 1:
+        bad.append(f"MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = {ratios} (minimask: the same at every level)")
+    if bad:
+        raise ValueError("cannot run this Detectron2 config: " + "; ".join(bad))
+
+    rpn_iou = g("MODEL.RPN.IOU_THRESHOLDS", [0.3, 0.7])
+    roi_iou = g("MODEL.ROI_HEADS.IOU_THRESHOLDS", [0.5])
+    sizes = g("MODEL.ANCHOR_GENERATOR.SIZES", [[32], [64], [128], [256], [512]])
+    if len(sizes) == 1:  # Detectron2 broadcasts one list to every level
+        sizes = sizes * 5
+    conv = int(g("MODEL.ROI_MASK_HEAD.NUM_CONV", 4))
+    conv_dim = int(g("MODEL.ROI_MASK_HEAD.CONV_DIM", 256))
+    changes: dict[str, Any] = {
+        "min_size": int(_last(g("INPUT.MIN_SIZE_TEST", 800))),
+        "max_size": int(g("INPUT.MAX_SIZE_TEST", 1333)),
+        "input_channels": str(g("INPUT.FORMAT", "BGR")),
+        "image_mean": tuple(float(v) for v in g("MODEL.PIXEL_MEAN", [103.53, 116.28, 123.675])),
+        "image_std": tuple(float(v) for v in g("MODEL.PIXEL_STD", [1.0, 1.0, 1.0])),
+        "backbone_norm": "frozen" if norm == "FrozenBN" else "batch",
+        "trainable_backbone_layers": max(0, min(5, 5 - int(g("MODEL.BACKBONE.FREEZE_AT", 2)))),
+        "resnet_stride_in_1x1": bool(g("MODEL.RESNETS.STRIDE_IN_1X1", True)),
+        "fpn_out_channels": int(g("MODEL.FPN.OUT_CHANNELS", 256)),
+        "anchor_sizes": tuple(tuple(_number(s) for s in level) for level in sizes),
+        "aspect_ratios": ratios[0],
+        "anchor_offset": float(g("MODEL.ANCHOR_GENERATOR.OFFSET", 0.0)),
+        "rpn_pre_nms_top_n_train": int(g("MODEL.RPN.PRE_NMS_TOPK_TRAIN", 2000)),
+        "rpn_pre_nms_top_n_test": int(g("MODEL.RPN.PRE_NMS_TOPK_TEST", 1000)),
+        "rpn_post_nms_top_n_train": int(g("MODEL.RPN.POST_NMS_TOPK_TRAIN", 1000)),
+        "rpn_post_nms_top_n_test": int(g("MODEL.RPN.POST_NMS_TOPK_TEST", 1000)),
+        "rpn_nms_thresh": float(g("MODEL.RPN.NMS_THRESH", 0.7)),
+        "rpn_bg_iou_thresh": float(rpn_iou[0]),
+        "rpn_fg_iou_thresh": float(rpn_iou[-1]),
+        "rpn_batch_size_per_image": int(g("MODEL.RPN.BATCH_SIZE_PER_IMAGE", 256)),
+        "rpn_positive_fraction": float(g("MODEL.RPN.POSITIVE_FRACTION", 0.5)),
+        "rpn_bbox_reg_weights": tuple(float(w) for w in g("MODEL.RPN.BBOX_REG_WEIGHTS", [1.0, 1.0, 1.0, 1.0])),
+        "rpn_smooth_l1_beta": float(g("MODEL.RPN.SMOOTH_L1_BETA", 0.0)),
+        "rpn_min_size": float(g("MODEL.PROPOSAL_GENERATOR.MIN_SIZE", 0.0)),
+        "num_classes": int(g("MODEL.ROI_HEADS.NUM_CLASSES", 80)) + 1,
+        "box_score_thresh": float(g("MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.05)),
+        "box_nms_thresh": float(g("MODEL.ROI_HEADS.NMS_THRESH_TEST", 0.5)),
+        "box_fg_iou_thresh": float(roi_iou[-1]),
+        "box_bg_iou_thresh": float(roi_iou[0]),
+        "box_batch_size_per_image": int(g("MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 512)),
+        "box_positive_fraction": float(g("MODEL.ROI_HEADS.POSITIVE_FRACTION", 0.25)),
+        "box_detections_per_img": int(g("TEST.DETECTIONS_PER_IMAGE", 100)),
+        "box_roi_output_size": int(g("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", 7)),
+        "box_roi_sampling_ratio": int(g("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", 0)),
+        "roi_aligned": pooler == {"ROIAlignV2"},
+        "box_head_dim": int(g("MODEL.ROI_BOX_HEAD.FC_DIM", 1024)),
+        "bbox_reg_weights": tuple(float(w) for w in g("MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS", [10.0, 10.0, 5.0, 5.0])),
+        "box_smooth_l1_beta": float(g("MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", 0.0)),
+        "mask_roi_output_size": int(g("MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 14)),
+        "mask_roi_sampling_ratio": int(g("MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", 0)),
+        "mask_head_layers": (conv_dim,) * conv,
+        "mask_predictor_dim": conv_dim,
+    }
+    return cfg.replace(**changes)
+
+
+def _last(v: Any) -> Any:
+    """INPUT.MIN_SIZE_TEST may be a list in some configs; DefaultPredictor uses one value."""
+    return v[-1] if isinstance(v, (list, tuple)) else v
+
+
+def _number(v: Any) -> int | float:
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def from_detectron2(checkpoint: str | Path | Mapping[str, Tensor], config: str | Path | None = None) -> MaskRCNN:
+    """Chapter 11. Our ``MaskRCNN`` with a Detectron2 checkpoint's weights, deciding by Detectron2's rules.
+
+    ``checkpoint``: a ``model_final.pth``, a model zoo ``.pkl`` (``read_detectron2_checkpoint``,
+    never running code) or a Detectron2 state dict. ``config``: its ``config.yaml``
+    (``_BASE_`` files merged); none = the model zoo's R50-FPN Mask R-CNN
+    (``Config.detectron2_r50()``). Weights: names mapped (``minimask_name``), background
+    moved from the last class row to the first, a zero background slot added to the box
+    deltas and to the mask predictor. The input stays torchvision's contract (RGB in
+    [0, 1]); the ``Config`` turns it into BGR 0-255 normalised by the caffe mean.
+    Raises ``ValueError`` naming **every** missing, unexpected or mis-shaped key (Detectron2's
+    names). Returns the model in eval mode.
+    """
+    cfg = config_from_detectron2(read_detectron2_yaml(config)) if config is not None else Config.detectron2_r50()
+    if isinstance(checkpoint, Mapping):
+        state, source = OrderedDict(checkpoint), "Detectron2 state dict"
+    else:
+        state, source = read_detectron2_checkpoint(checkpoint), str(checkpoint)
+    state = OrderedDict((k, v) for k, v in state.items() if not _D2_IGNORED.match(k))
+    model = MaskRCNN(cfg)
+    expected = to_detectron2(model)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} given, {tuple(expected[k].shape)} expected"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{len(keys)} {what}: " + ", ".join(keys)
+            for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+            if keys
+        ]
+        hint = "" if config is not None else " (pass the checkpoint's config.yaml: the default is the COCO R50-FPN)"
+        raise ValueError(f"{source} does not fit Detectron2's R50-FPN Mask R-CNN{hint}: " + "; ".join(parts))
+    ours = _from_detectron2_state({k: v.to(torch.float32) for k, v in state.items()})
+    frozen_free = {k: v for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")}
+    _load(model, {**ours, **frozen_free}, source)
+    return model.eval()
+
+
+def detectron2_class_names(num_classes: int) -> list[str]:
+    """Chapter 11. Names of a Detectron2 model's classes in our labels (0 = background).
+
+    80 foreground classes: COCO's, in Detectron2's contiguous order (torchvision's 91 without
+    the "N/A" placeholders); otherwise "1", "2", ...
+    """
+    if num_classes == 81:
+        return ["__background__"] + [c for c in coco_categories()[1:] if c != "N/A"]
+    return ["__background__"] + [str(i) for i in range(1, num_classes)]

@@ -34,6 +34,14 @@ from typing import Any
 BACKBONES = ("resnet50", "resnet18", "small")
 MASK_PASTES = ("torchvision", "subpixel")
 NORMS = ("batch", "frozen")
+CHANNEL_ORDERS = ("RGB", "BGR")
+RESIZE_ROUNDINGS = ("floor", "round")
+RESIZE_INTERPOLATIONS = ("bilinear", "pil_bilinear")
+ANCHOR_STRIDES = ("from_sizes", "fixed")
+NMS_SCORES = ("probability", "logit")
+LEVEL_EPS_PLACEMENTS = ("after_log", "inside_log")
+SMALL_BOX_REMOVALS = ("before_nms", "after_rescale")
+BACKGROUND_CLASSES = ("first", "last")
 
 
 # Checks used by many fields (the vocabulary is in the module docstring).
@@ -147,6 +155,48 @@ class Config:
     size_divisible: int = _f(
         32, 2, 32, "backbone size_divisibility", "padding multiple (GeneralizedRCNNTransform kwarg)", check=POSITIVE_INT
     )
+    # The rules of the input (issue 16): Detectron2's DefaultPredictor feeds the model BGR 0-255
+    # pixels resized on uint8 by PIL, and the model normalises after the resize.
+    input_channels: str = _f(
+        "RGB",
+        2,
+        "RGB",
+        "INPUT.FORMAT",
+        "channel order the weights expect; images come in RGB either way and are reordered",
+        check=("choice", CHANNEL_ORDERS),
+    )
+    input_scale: float = _f(
+        1.0,
+        2,
+        1.0,
+        "MODEL.PIXEL_MEAN (0-255 units)",
+        "pixels are multiplied by this before normalising: 1 (torchvision, [0, 1]) or 255 (Detectron2)",
+        check=POSITIVE,
+    )
+    normalize_before_resize: bool = _f(
+        True,
+        2,
+        "True, GeneralizedRCNNTransform.forward",
+        "GeneralizedRCNN.preprocess_image (after the loader's resize)",
+        "Detectron2 resizes in the data loader / DefaultPredictor and normalises in the model",
+        check=BOOL,
+    )
+    resize_rounding: str = _f(
+        "floor",
+        2,
+        "floor, F.interpolate(recompute_scale_factor=True)",
+        "ResizeShortestEdge.get_output_shape",
+        "Detectron2 rounds, int(x + 0.5): 300x451 -> 800x1203 there, 800x1202 here",
+        check=("choice", RESIZE_ROUNDINGS),
+    )
+    resize_interpolation: str = _f(
+        "bilinear",
+        2,
+        "bilinear F.interpolate on float",
+        "ResizeTransform.apply_image",
+        "'pil_bilinear': PIL bilinear on uint8 (antialiased when shrinking), as DefaultPredictor",
+        check=("choice", RESIZE_INTERPOLATIONS),
+    )
 
     # --- chapter 2, features: torchvision resnet_fpn_backbone / BackboneWithFPN --------------
     backbone: str = _f(
@@ -188,6 +238,14 @@ class Config:
     )
     fpn_out_channels: int = _f(256, 2, 256, "MODEL.FPN.OUT_CHANNELS", check=POSITIVE_INT)
     fpn_norm: bool = _f(False, 2, False, "MODEL.FPN.NORM", "BatchNorm in the FPN convs (v2 uses it)", check=BOOL)
+    resnet_stride_in_1x1: bool = _f(
+        False,
+        2,
+        "False, stride in the 3x3 conv (Bottleneck)",
+        "MODEL.RESNETS.STRIDE_IN_1X1",
+        "the MSRA ResNets of Detectron2's model zoo stride in the first 1x1 conv",
+        check=BOOL,
+    )
 
     # --- chapter 3, objectness: torchvision AnchorGenerator, RPNHead --------------------------
     anchor_sizes: tuple[tuple[int, ...], ...] = _f(
@@ -205,6 +263,30 @@ class Config:
         "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
         "height / width; the same ratios at every level",
         check=("tuple", None, POSITIVE),
+    )
+    round_cell_anchors: bool = _f(
+        True,
+        3,
+        "True, AnchorGenerator.generate_anchors",
+        "DefaultAnchorGenerator.generate_cell_anchors",
+        "Detectron2 keeps exact sides (45.25 x 22.63, not 46 x 22) and orders cell anchors size-major",
+        check=BOOL,
+    )
+    anchor_strides: str = _f(
+        "from_sizes",
+        3,
+        "padded size // map size, AnchorGenerator.forward",
+        "DefaultAnchorGenerator strides (backbone output_shape)",
+        "'fixed': 4, 8, 16, 32, 64; torchvision's P6 stride is 61 on a 13-row map of an 800-px batch",
+        check=("choice", ANCHOR_STRIDES),
+    )
+    anchor_offset: float = _f(
+        0.0,
+        3,
+        0.0,
+        "MODEL.ANCHOR_GENERATOR.OFFSET",
+        "anchor centre at (i + offset) * stride; Detectron2's config sets 0.0 (its Python default is 0.5)",
+        check=("float", 0.0, 1.0, "[)"),
     )
     rpn_head_conv_depth: int = _f(1, 3, 1, "MODEL.RPN.CONV_DIMS", "v2 uses 2", check=POSITIVE_INT)
     rpn_bbox_reg_weights: tuple[float, float, float, float] = _f(
@@ -253,6 +335,22 @@ class Config:
         "keep side >= (Detectron2: 0, keep >)",
         check=NON_NEGATIVE,
     )
+    rpn_min_size_inclusive: bool = _f(
+        True,
+        4,
+        "True, remove_small_boxes keeps side >= min",
+        "Boxes.nonempty in find_top_rpn_proposals",
+        "False: keep side > rpn_min_size, as Detectron2",
+        check=BOOL,
+    )
+    rpn_nms_score: str = _f(
+        "probability",
+        4,
+        "probability, sigmoid before batched_nms",
+        "find_top_rpn_proposals (batched_nms on logits)",
+        "the same order except where sigmoid rounds distinct logits to the same probability",
+        check=("choice", NMS_SCORES),
+    )
 
     # --- chapter 5, classification: torchvision MultiScaleRoIAlign, TwoMLPHead ----------------
     num_classes: int = _f(
@@ -272,6 +370,14 @@ class Config:
     )
     canonical_scale: int = _f(224, 5, 224, "ROIPooler canonical_box_size", check=POSITIVE_INT)
     canonical_level: int = _f(4, 5, 4, "ROIPooler canonical_level", check=("int", 1, 8))
+    level_eps_placement: str = _f(
+        "after_log",
+        5,
+        "after the log, LevelMapper(eps=1e-6)",
+        "assign_boxes_to_levels (+1e-8 inside log2)",
+        "floor(4 + log2(sqrt(area) / 224) + 1e-6) vs floor(4 + log2(sqrt(area) / 224 + 1e-8))",
+        check=("choice", LEVEL_EPS_PLACEMENTS),
+    )
     box_head_dim: int = _f(
         1024, 5, 1024, "MODEL.ROI_BOX_HEAD.FC_DIM", "TwoMLPHead representation_size", check=POSITIVE_INT
     )
@@ -312,6 +418,24 @@ class Config:
     box_min_size: float = _f(
         1e-2, 6, "1e-2, hard-coded in postprocess_detections", "", "keep side >=, before NMS", check=NON_NEGATIVE
     )
+    small_box_removal: str = _f(
+        "before_nms",
+        6,
+        "before NMS, postprocess_detections",
+        "detector_postprocess (Boxes.nonempty after rescaling)",
+        "'after_rescale': no rule before NMS; after the cap, boxes mapped to the original image "
+        "keep side > box_min_size (Detectron2: 0)",
+        check=("choice", SMALL_BOX_REMOVALS),
+    )
+    background_class: str = _f(
+        "first",
+        6,
+        "first (label 0)",
+        "FastRCNNOutputLayers (background = NUM_CLASSES)",
+        "where the weights put background; our records keep it at 0, but with 'last' per-class NMS "
+        "groups by Detectron2's class index (label - 1)",
+        check=("choice", BACKGROUND_CLASSES),
+    )
 
     # --- chapter 7, segmentation: torchvision MaskRCNNHeads, MaskRCNNPredictor, paste_masks ---
     mask_roi_output_size: int = _f(14, 7, 14, "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", check=POSITIVE_INT)
@@ -350,6 +474,22 @@ class Config:
         "",
         "zero border in cells (torchvision paste only)",
         check=NON_NEGATIVE_INT,
+    )
+    clip_to_original: bool = _f(
+        False,
+        7,
+        "False, transform.postprocess only rescales",
+        "detector_postprocess (Boxes.clip to the output size)",
+        "detections mapped back to the original image are clipped to it (and pasted there)",
+        check=BOOL,
+    )
+    binary_masks: bool = _f(
+        False,
+        7,
+        "False: soft probabilities",
+        "detector_postprocess(mask_threshold=0.5)",
+        "True: pasted masks are thresholded at mask_threshold (>=), as Detectron2's bool pred_masks",
+        check=BOOL,
     )
 
     # ------------------------------------------------------------------------------------------
@@ -392,6 +532,55 @@ class Config:
             box_batch_size_per_image=64,
             mask_head_layers=(64, 64, 64, 64),
             mask_predictor_dim=64,
+        )
+
+    @classmethod
+    def detectron2_r50(cls) -> Config:
+        """Detectron2's ``mask_rcnn_R_50_FPN_3x`` at inference: its values **and its rules**.
+
+        ``detectron2/config/defaults.py`` overridden by ``configs/Base-RCNN-FPN.yaml``, run by
+        ``DefaultPredictor`` (``engine/defaults.py``). Values: BGR 0-255 with the caffe mean and
+        std 1 (``MODEL.PIXEL_MEAN``/``PIXEL_STD``), FrozenBN (eps 1e-5) with the stem and res2
+        frozen (``FREEZE_AT = 2``), ``STRIDE_IN_1X1``, 80 classes + background, RoIAlign
+        ``ROIAlignV2`` (aligned) with adaptive sampling (``POOLER_SAMPLING_RATIO = 0``), 1000
+        training proposals, pure L1 box losses (``SMOOTH_L1_BETA = 0``). Rules: PIL resize on
+        uint8 rounded to the nearest pixel, normalised after it; exact cell anchors at fixed
+        strides; proposals ranked and NMS'd on logits, kept if sides > 0; level epsilon inside
+        the log; background last; no tiny-box rule before NMS, boxes clipped to the original
+        image and empty ones dropped there; masks pasted sub-pixel (``_do_paste_mask``) and
+        thresholded at 0.5. Use with weights from ``compat.from_detectron2``.
+        """
+        return cls(
+            image_mean=(103.53, 116.28, 123.675),
+            image_std=(1.0, 1.0, 1.0),
+            input_channels="BGR",
+            input_scale=255.0,
+            normalize_before_resize=False,
+            resize_rounding="round",
+            resize_interpolation="pil_bilinear",
+            backbone_norm="frozen",
+            frozen_bn_eps=1e-5,
+            trainable_backbone_layers=3,
+            resnet_stride_in_1x1=True,
+            round_cell_anchors=False,
+            anchor_strides="fixed",
+            rpn_smooth_l1_beta=0.0,
+            rpn_post_nms_top_n_train=1000,
+            rpn_min_size=0.0,
+            rpn_min_size_inclusive=False,
+            rpn_nms_score="logit",
+            num_classes=81,
+            box_roi_sampling_ratio=0,
+            mask_roi_sampling_ratio=0,
+            roi_aligned=True,
+            level_eps_placement="inside_log",
+            box_smooth_l1_beta=0.0,
+            box_min_size=0.0,
+            small_box_removal="after_rescale",
+            background_class="last",
+            mask_paste="subpixel",
+            clip_to_original=True,
+            binary_masks=True,
         )
 
     def replace(self, **changes: Any) -> Config:
@@ -448,6 +637,11 @@ def _relations(c: Config) -> list[tuple[str, bool, str]]:
             f"<= box_fg_iou_thresh ({c.box_fg_iou_thresh})",
         ),
         ("anchor_sizes", len(levels) == 1, "the same number of sizes at every level (shared RPN head)"),
+        (
+            "resize_interpolation",
+            c.resize_interpolation != "pil_bilinear" or not c.normalize_before_resize,
+            "'bilinear' when normalize_before_resize (PIL resizes uint8 pixels, not normalised ones)",
+        ),
     ]
 
 

@@ -91,15 +91,20 @@ def select_longlist(obj: Objectness, image_size: tuple[int, int], cfg: Config, t
     b = boxes.clip(obj.proposals[rows], image_size)
     scores = torch.sigmoid(logits[rows])
     # 3. tiny boxes (often clipped to a sliver at the border)
-    keep = boxes.remove_small(b, cfg.rpn_min_size)
+    if cfg.rpn_min_size_inclusive:
+        keep = boxes.remove_small(b, cfg.rpn_min_size)
+    else:  # Detectron2 Boxes.nonempty(threshold=MIN_SIZE): both sides strictly greater
+        keep = torch.where(((b[:, 2] - b[:, 0]) > cfg.rpn_min_size) & ((b[:, 3] - b[:, 1]) > cfg.rpn_min_size))[0]
     rows, b, scores = drop(fate, "small_box", rows, keep), b[keep], scores[keep]
     # 4. unlikely boxes (>=, as torchvision "for backwards compatibility")
     keep = torch.where(scores >= cfg.rpn_score_thresh)[0]
     rows, b, scores = drop(fate, "score_threshold", rows, keep), b[keep], scores[keep]
     # 5. NMS within each level; keep comes back sorted by score, best first
     level = obj.anchor_level[rows]
-    keep = batched_nms(b, scores, level, cfg.rpn_nms_thresh)
-    nms = NmsStep(rows=rows, boxes=b, scores=scores, groups=level, keep=keep, threshold=cfg.rpn_nms_thresh)
+    # Detectron2 find_top_rpn_proposals ranks on the logits (cfg.rpn_nms_score "logit")
+    ranked = logits[rows] if cfg.rpn_nms_score == "logit" else scores
+    keep = batched_nms(b, ranked, level, cfg.rpn_nms_thresh)
+    nms = NmsStep(rows=rows, boxes=b, scores=ranked, groups=level, keep=keep, threshold=cfg.rpn_nms_thresh)
     rows, b, scores = drop(fate, "nms", rows, keep), b[keep], scores[keep]
     # 6. the best of the image, all levels together
     fate[rows[post_k:]] = CODE["cap"]

@@ -157,8 +157,9 @@ class MaskRCNN(nn.Module):
             classification = classify(  # chapter 5
                 heads.box_head, heads.box_predictor, features.maps, proposals, batch.image_sizes, cfg
             )
-            shortlist = [  # chapter 6
-                select_shortlist(c, size, cfg) for c, size in zip(classification, batch.image_sizes, strict=True)
+            shortlist = [  # chapter 6 (original size: Detectron2 drops empty boxes there, chapter 11)
+                select_shortlist(c, size, cfg, original_size=orig)
+                for c, size, orig in zip(classification, batch.image_sizes, batch.original_sizes, strict=True)
             ]
             segmentation = segment(  # chapter 7
                 heads.mask_head,

@@ -31,6 +31,8 @@ POOLED_MAPS: tuple[str, ...] = ("0", "1", "2", "3")
 # torchvision LevelMapper(eps=1e-6): added after the log, so that a box of exactly 224 * 2**k
 # pixels lands on level 4 + k despite rounding in log2.
 LEVEL_EPS = 1e-6
+# Detectron2 assign_boxes_to_levels adds 1e-8 inside the log instead (cfg.level_eps_placement).
+LEVEL_EPS_D2 = 1e-8
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ def assign_levels(boxes: Tensor, cfg: Config, k_min: int = 2, k_max: int = 5) ->
     rounding of a power-of-two boundary.
     """
     side = torch.sqrt(area(boxes))
+    if cfg.level_eps_placement == "inside_log":  # Detectron2 assign_boxes_to_levels
+        level = torch.floor(cfg.canonical_level + torch.log2(side / cfg.canonical_scale + LEVEL_EPS_D2))
+        return torch.clamp(level, min=k_min, max=k_max).to(torch.int64) - k_min
     eps = torch.tensor(LEVEL_EPS, dtype=side.dtype)
     level = torch.floor(cfg.canonical_level + torch.log2(side / cfg.canonical_scale) + eps)
     level = torch.clamp(level, min=k_min, max=k_max)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from minimask.config import Config
 from minimask.paste import paste_boxes, paste_masks
 from minimask.pooling import roi_pool
-from minimask.transform import resize_boxes
+from minimask.transform import boxes_to_original
 
 
 class MaskHead(nn.Sequential):
@@ -146,10 +146,14 @@ def segment(
         boxes_orig = masks = None
         if orig is not None:
             orig = (int(orig[0]), int(orig[1]))
-            boxes_orig = resize_boxes(b, size, orig)
-            # torchvision's paste uses the reported boxes; the sub-pixel paste maps them itself
-            paste_at = boxes_orig if cfg.mask_paste == "torchvision" else paste_boxes(b, size, orig, cfg)
+            boxes_orig = boxes_to_original(b, size, orig, cfg)  # torchvision: resize_boxes
+            # torchvision's paste uses the reported boxes; the sub-pixel paste maps them itself,
+            # except under Detectron2's rules, which paste at the reported (clipped) boxes
+            own = cfg.mask_paste == "torchvision" or cfg.clip_to_original
+            paste_at = boxes_orig if own else paste_boxes(b, size, orig, cfg)
             masks = paste_masks(probs, paste_at, orig, cfg)
+            if cfg.binary_masks:  # Detectron2 detector_postprocess: pred_masks = pasted >= 0.5
+                masks = (masks >= cfg.mask_threshold).to(masks.dtype)
         records.append(
             Segmentation(
                 boxes=b,

@@ -26,6 +26,7 @@ from minimask import boxes as box_ops
 from minimask.classification import Classification
 from minimask.config import Config
 from minimask.fates import CODE, KEPT, Filtered, NmsStep, drop
+from minimask.transform import boxes_to_original
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ def flatten_candidates(c: Classification) -> tuple[Tensor, Tensor, Tensor]:
     return c.boxes[:, 1:].reshape(-1, 4), c.probs[:, 1:].reshape(-1), labels.reshape(-1)
 
 
-def select_shortlist(c: Classification, image_size: tuple[int, int], cfg: Config) -> Shortlist:
+def select_shortlist(
+    c: Classification, image_size: tuple[int, int], cfg: Config, original_size: tuple[int, int] | None = None
+) -> Shortlist:
     """Chapter 6. Threshold, tiny-box rule, per-class NMS and cap, with every candidate's fate.
 
     Mirrors torchvision ``RoIHeads.postprocess_detections`` step by step: score strictly
@@ -77,6 +80,12 @@ def select_shortlist(c: Classification, image_size: tuple[int, int], cfg: Config
     (suppresses IoU > thresh); the ``cfg.box_detections_per_img`` best. ``image_size`` is the
     resized (height, width); the boxes in ``c`` are already clipped to it. Detectron2 uses the
     same threshold, NMS and cap but no tiny-box rule here (it drops empty boxes after rescaling).
+
+    Detectron2's rules (chapter 11): ``cfg.small_box_removal`` "after_rescale" skips step 2
+    and, after the cap, drops the detections whose box mapped to ``original_size``
+    (``transform.boxes_to_original``) has a side <= ``cfg.box_min_size`` (``detector_postprocess``,
+    ``Boxes.nonempty``; fate ``small_box``); ``cfg.background_class`` "last" groups NMS by
+    Detectron2's class index, label - 1 (``fast_rcnn_inference_single_image``: ``filter_inds``).
     """
     if tuple(image_size) != tuple(c.image_size):
         raise ValueError(
@@ -88,17 +97,23 @@ def select_shortlist(c: Classification, image_size: tuple[int, int], cfg: Config
     fate = torch.where(passed, KEPT, CODE["score_threshold"]).to(torch.int8)
     rows = torch.where(passed)[0]
     # 2. both sides at least box_min_size pixels
-    large = box_ops.remove_small(boxes[rows], cfg.box_min_size)
-    rows = drop(fate, "small_box", rows, large)
+    if cfg.small_box_removal == "before_nms":
+        large = box_ops.remove_small(boxes[rows], cfg.box_min_size)
+        rows = drop(fate, "small_box", rows, large)
     # 3. NMS within each class; keep is sorted by score, descending
-    keep = batched_nms(boxes[rows], scores[rows], labels[rows], cfg.box_nms_thresh)
+    groups = labels[rows] - 1 if cfg.background_class == "last" else labels[rows]
+    keep = batched_nms(boxes[rows], scores[rows], groups, cfg.box_nms_thresh)
     nms = NmsStep(
-        rows=rows, boxes=boxes[rows], scores=scores[rows], groups=labels[rows], keep=keep, threshold=cfg.box_nms_thresh
+        rows=rows, boxes=boxes[rows], scores=scores[rows], groups=groups, keep=keep, threshold=cfg.box_nms_thresh
     )
     rows = drop(fate, "nms", rows, keep)
     # 4. the best box_detections_per_img
     fate[rows[cfg.box_detections_per_img :]] = CODE["cap"]
     rows = rows[: cfg.box_detections_per_img]
+    if cfg.small_box_removal == "after_rescale" and original_size is not None:
+        mapped = boxes_to_original(boxes[rows], image_size, original_size, cfg)
+        w, h = mapped[:, 2] - mapped[:, 0], mapped[:, 3] - mapped[:, 1]
+        rows = drop(fate, "small_box", rows, torch.where((w > cfg.box_min_size) & (h > cfg.box_min_size))[0])
     k = c.probs.shape[1] - 1
     return Shortlist(
         boxes=boxes[rows],

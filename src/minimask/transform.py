@@ -184,7 +184,24 @@ def resized_size(size: tuple[int, int], cfg: Config) -> tuple[tuple[int, int], f
     """
     h, w = size
     scale = min(cfg.min_size / min(h, w), cfg.max_size / max(h, w))
+    if cfg.resize_rounding == "round":
+        return _rounded_size(h, w, cfg), scale
     return (math.floor(h * scale), math.floor(w * scale)), scale
+
+
+def _rounded_size(h: int, w: int, cfg: Config) -> tuple[int, int]:
+    """Detectron2 ``ResizeShortestEdge.get_output_shape``, its arithmetic step by step.
+
+    The short side becomes ``min_size`` exactly, the long side ``scale * side``; if the long
+    side passes ``max_size`` both are scaled down again; then each is rounded, int(x + 0.5).
+    """
+    size = cfg.min_size * 1.0
+    scale = size / min(h, w)
+    newh, neww = (size, scale * w) if h < w else (scale * h, size)
+    if max(newh, neww) > cfg.max_size:
+        scale = cfg.max_size * 1.0 / max(newh, neww)
+        newh, neww = newh * scale, neww * scale
+    return int(newh + 0.5), int(neww + 0.5)
 
 
 def normalize(image: Tensor, cfg: Config) -> Tensor:
@@ -194,13 +211,62 @@ def normalize(image: Tensor, cfg: Config) -> Tensor:
     return (image - mean[:, None, None]) / std[:, None, None]
 
 
+def to_pixels(image: Tensor, cfg: Config) -> Tensor:
+    """Chapter 11. An RGB [0, 1] image in the units and channel order the weights expect.
+
+    ``cfg.input_channels`` "BGR" reverses the channels, ``cfg.input_scale`` 255 gives 0-255
+    values (Detectron2's ``INPUT.FORMAT``, ``MODEL.PIXEL_MEAN``); torchvision's RGB and 1.0
+    return the image itself.
+    """
+    if cfg.input_channels == "BGR":
+        image = image.flip(0)
+    if cfg.input_scale != 1.0:
+        image = image * cfg.input_scale
+    return image
+
+
+def pil_resize(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Chapter 11. Detectron2 ``ResizeTransform.apply_image`` on uint8: PIL bilinear to (h, w).
+
+    ``image``: RGB in [0, 1] (as ``check_images`` returns it), made uint8 by rounding x * 255
+    (exact for images read from 8-bit files). Returns ``Tensor[3, h, w]`` float32 of 0-255
+    values, as ``DefaultPredictor`` hands them to the model. PIL antialiases when shrinking.
+    """
+    import numpy as np
+    from PIL import Image
+
+    pixels = (image * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    resized = Image.fromarray(np.ascontiguousarray(pixels)).resize((size[1], size[0]), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(resized).astype("float32").transpose(2, 0, 1).copy()).to(image.device)
+
+
+def resize_after(image: Tensor, cfg: Config) -> tuple[Tensor, float]:
+    """Chapter 11. Detectron2's order: resize the pixels, then normalise (``cfg.normalize_before_resize`` False).
+
+    ``DefaultPredictor`` resizes the uint8 BGR image (``cfg.resize_interpolation``
+    "pil_bilinear") to the rounded size (``cfg.resize_rounding``); ``GeneralizedRCNN.
+    preprocess_image`` then subtracts ``PIXEL_MEAN`` and divides by ``PIXEL_STD``.
+    """
+    (h, w), scale = resized_size((image.shape[-2], image.shape[-1]), cfg)
+    if cfg.resize_interpolation == "pil_bilinear":
+        pixels = pil_resize(image, (h, w))  # 0-255
+        pixels = pixels.flip(0) if cfg.input_channels == "BGR" else pixels
+        if cfg.input_scale != 255.0:
+            pixels = pixels / 255.0 * cfg.input_scale
+    else:
+        pixels = F.interpolate(to_pixels(image, cfg)[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return normalize(pixels, cfg), scale
+
+
 def resize_image(image: Tensor, cfg: Config) -> tuple[Tensor, float]:
     """Chapter 2. Bilinear resize (align_corners=False, no antialias) of a CHW image.
 
     Same call as torchvision ``_resize_image_and_masks``: the scale factor is given and
     recomputed from the floored output size, so the sampling grid is output/input exactly.
     """
-    _, scale = resized_size((image.shape[-2], image.shape[-1]), cfg)
+    size, scale = resized_size((image.shape[-2], image.shape[-1]), cfg)
+    if cfg.resize_rounding == "round":  # Detectron2's size is not floor(side * scale): resize to it
+        return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0], scale
     out = F.interpolate(
         image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
     )
@@ -242,7 +308,10 @@ def preprocess(images: list[Tensor], cfg: Config) -> Batch:
                 f"images[{i}] of size {tuple(image.shape[-2:])} would be resized to {h}x{w}: its aspect ratio is "
                 f"too extreme for min_size={cfg.min_size}, max_size={cfg.max_size}"
             )
-        image, scale = resize_image(normalize(image, cfg), cfg)
+        if cfg.normalize_before_resize:
+            image, scale = resize_image(normalize(to_pixels(image, cfg), cfg), cfg)
+        else:
+            image, scale = resize_after(image, cfg)
         resized.append(image)
         scales.append(scale)
     return Batch(
@@ -268,6 +337,25 @@ def resize_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, 
     )
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=-1)
+
+
+def boxes_to_original(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int], cfg: Config) -> Tensor:
+    """Chapter 11. Detections mapped from the resized image back to the original one.
+
+    torchvision (``cfg.clip_to_original`` False): ``resize_boxes``, no clipping
+    (``GeneralizedRCNNTransform.postprocess``). Detectron2 (True): ``detector_postprocess``
+    multiplies by ``output size / resized size`` (a Python float, ``Boxes.scale``) and clips
+    to the original image (``Boxes.clip``).
+    """
+    if not cfg.clip_to_original:
+        return resize_boxes(boxes, from_size, to_size)
+    scale_x = to_size[1] / from_size[1]
+    scale_y = to_size[0] / from_size[0]
+    scaled = boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
+    height, width = to_size
+    x = scaled[..., 0::2].clamp(min=0, max=width)
+    y = scaled[..., 1::2].clamp(min=0, max=height)
+    return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
 
 
 def resize_target(target: dict[str, Tensor], from_size: tuple[int, int], to_size: tuple[int, int]) -> dict[str, Tensor]:
