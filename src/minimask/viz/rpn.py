@@ -29,9 +29,10 @@ from torch import Tensor
 from minimask import boxes as box_ops
 from minimask.fates import CODE
 from minimask.targets import LOW_QUALITY
-from minimask.viz import DROPPED_STYLE, GT_STYLE, _image_array, level_color
+from minimask.viz import DROPPED_STYLE, FIG_WIDTH, GT_STYLE, _image_array, level_color
 
 LEVEL_NAMES = ("P2", "P3", "P4", "P5", "P6")
+SMALL = 10.0  # points: titles and labels of small panels (the book's default is viz.FONT_SIZE)
 STEP_LABELS = {
     "input": "all anchors",
     "pre_nms_top_k": "pre-NMS top-k",
@@ -99,12 +100,12 @@ def resize_and_pad(images: Sequence[Tensor], batch, mean, std, axes=None) -> Fig
     """
     n = len(images)
     hp, wp = batch.padded_size
-    fig, axes = _axes_grid(n, 2, (6.4, 3.1 * n), axes)
+    fig, axes = _axes_grid(n, 2, (FIG_WIDTH, 3.1 * n), axes)
     for i, image in enumerate(images):
         (h, w), (oh, ow) = batch.image_sizes[i], batch.original_sizes[i]
         left, right = axes[i]
         left.imshow(_image_array(image), interpolation="nearest", extent=(-0.5, ow - 0.5, oh - 0.5, -0.5))
-        left.set_title(f"given: {oh}×{ow}", fontsize=9)
+        left.set_title(f"given: {oh}×{ow}", fontsize=SMALL)
         shown = unnormalize(batch.tensors[i], mean, std)
         right.imshow(_image_array(shown), interpolation="nearest", extent=(-0.5, wp - 0.5, hp - 0.5, -0.5))
         pad_style = {"facecolor": "0.85", "edgecolor": "0.5", "hatch": "///", "linewidth": 0}
@@ -113,11 +114,11 @@ def resize_and_pad(images: Sequence[Tensor], batch, mean, std, axes=None) -> Fig
         if w < wp:
             right.add_patch(Rectangle((w - 0.5, -0.5), wp - w, hp, **pad_style))
         scale = batch.scale_factors[i]
-        right.set_title(f"network: {h}×{w} (×{scale:.3g}), padded {hp}×{wp}", fontsize=9)
+        right.set_title(f"network: {h}×{w} (×{scale:.3g}), padded {hp}×{wp}", fontsize=SMALL)
         for ax in (left, right):
             ax.set_xlim(-0.5, wp - 0.5)
             ax.set_ylim(hp - 0.5, -0.5)
-            ax.tick_params(labelsize=8)
+            ax.tick_params(labelsize=SMALL)
     fig.tight_layout()
     return fig
 
@@ -132,11 +133,11 @@ def level_energy(features, picture, image_size: tuple[int, int], index: int = 0,
     names = features.names
     cols = 3
     rows = math.ceil((len(names) + 1) / cols)
-    fig, axes = _axes_grid(rows, cols, (7.6, 2.75 * rows), axes)
+    fig, axes = _axes_grid(rows, cols, (FIG_WIDTH, 2.45 * rows), axes)
     flat = axes.reshape(-1)
     h, w = image_size
     _picture(flat[0], picture)
-    flat[0].set_title(f"resized image {h}×{w}", fontsize=9)
+    flat[0].set_title(f"resized image {h}×{w}", fontsize=SMALL)
     for level, name in enumerate(names):
         ax = flat[level + 1]
         fmap = features.maps[name][index].detach().float()
@@ -151,7 +152,7 @@ def level_energy(features, picture, image_size: tuple[int, int], index: int = 0,
         ax.set_xticks([])
         ax.set_yticks([])
         mh, mw = fmap.shape[-2:]
-        ax.set_title(f'{_level_name(level)} ("{name}"): stride {sx}, {mh}×{mw}', fontsize=9,
+        ax.set_title(f'{_level_name(level)} ("{name}"): stride {sx}, {mh}×{mw}', fontsize=SMALL,
                      color=level_color(level))  # fmt: skip
     for ax in flat[len(names) + 1 :]:
         ax.axis("off")
@@ -170,7 +171,7 @@ def level_sizes(object_sides, anchor_sizes: Sequence[Sequence[float]], ax: plt.A
     sizes = [float(s[0]) for s in anchor_sizes]
     edges = [0.0] + [math.sqrt(a * b) for a, b in zip(sizes, sizes[1:], strict=False)] + [math.inf]
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7.0, 3.0))
+        fig, ax = plt.subplots(figsize=(FIG_WIDTH, 3.2))
     else:
         fig = ax.figure
     top = max(float(sides.max()) if sides.size else 1.0, sizes[-1]) * 1.15
@@ -186,7 +187,7 @@ def level_sizes(object_sides, anchor_sizes: Sequence[Sequence[float]], ax: plt.A
     ax.set_xlim(bins[0], top)
     ax.set_xlabel("object size: sqrt(box area), pixels of the resized image")
     ax.set_ylabel("objects")
-    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    ax.legend(fontsize=SMALL, frameon=False, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -206,7 +207,7 @@ def anchor_grid(obj, picture, axes=None) -> Figure:
     the anchors per level. ``obj`` is an ``objectness.Objectness``.
     """
     levels = len(obj.grid_sizes)
-    fig, axes = _axes_grid(2, 3, (7.8, 5.6), axes)
+    fig, axes = _axes_grid(2, 3, (FIG_WIDTH, 4.9), axes)
     flat = axes.reshape(-1)
     h, w = obj.image_size
     for level in range(levels):
@@ -225,15 +226,15 @@ def anchor_grid(obj, picture, axes=None) -> Figure:
         ax.set_ylim(h - 0.5, -0.5)
         n = obj.num_per_level[level]
         ax.set_title(f"{_level_name(level)}: stride {sx}, {gh}×{gw}×{obj.anchors_per_location} = {n:,}",
-                     fontsize=9, color=level_color(level))  # fmt: skip
+                     fontsize=SMALL, color=level_color(level))  # fmt: skip
     bar = flat[levels] if levels < len(flat) else None
     if bar is not None:
         counts = obj.num_per_level
         bar.bar(range(levels), counts, color=[level_color(lv) for lv in range(levels)])
         bar.set_xticks(range(levels), [_level_name(lv) for lv in range(levels)])
         bar.set_yscale("log")
-        bar.set_title(f"{sum(counts):,} anchors", fontsize=9)
-        bar.tick_params(labelsize=8)
+        bar.set_title(f"{sum(counts):,} anchors", fontsize=SMALL)
+        bar.tick_params(labelsize=SMALL)
         for ax in flat[levels + 1 :]:
             ax.axis("off")
     fig.tight_layout()
@@ -248,7 +249,7 @@ def objectness_maps(obj, picture, gt_boxes=None, axes=None) -> Figure:
     picture, with the ground truth black dashed. Colour: sigmoid(logit) from 0 to 1.
     """
     levels, a_cell = len(obj.grid_sizes), obj.anchors_per_location
-    fig, axes = _axes_grid(levels, a_cell, (6.6, 2.05 * levels + 0.5), axes)
+    fig, axes = _axes_grid(levels, a_cell, (FIG_WIDTH, 2.05 * levels + 0.7), axes)
     h, w = obj.image_size
     image = None
     for level in range(levels):
@@ -265,13 +266,13 @@ def objectness_maps(obj, picture, gt_boxes=None, axes=None) -> Figure:
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
             x1, y1, x2, y2 = obj.anchors[first + a].tolist()
-            ax.set_title(f"{_level_name(level)}, anchor {x2 - x1:g}×{y2 - y1:g} (w×h)", fontsize=8.5,
+            ax.set_title(f"{_level_name(level)}, anchor {x2 - x1:g}×{y2 - y1:g} (w×h)", fontsize=SMALL,
                          color=level_color(level))  # fmt: skip
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     cax = fig.add_axes((0.25, 0.028, 0.5, 0.011))
     fig.colorbar(image, cax=cax, orientation="horizontal")
-    cax.tick_params(labelsize=8)
-    cax.set_title("P(object) = sigmoid(logit)", fontsize=8.5, pad=2)
+    cax.tick_params(labelsize=SMALL)
+    cax.set_title("P(object) = sigmoid(logit)", fontsize=SMALL, pad=2)
     return fig
 
 
@@ -284,7 +285,7 @@ def anchors_to_boxes(obj, rows, picture, gt_boxes=None, ax: plt.Axes | None = No
     rows = torch.as_tensor(rows, dtype=torch.int64).reshape(-1)
     h, w = obj.image_size
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 5.2 * h / w + 0.3))
+        fig, ax = plt.subplots(figsize=(5.2, 5.2 * h / w + 0.6))
     else:
         fig = ax.figure
     _picture(ax, picture, grey=True)
@@ -302,7 +303,7 @@ def anchors_to_boxes(obj, rows, picture, gt_boxes=None, ax: plt.Axes | None = No
         cb = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
         ax.plot([ca[0], cb[0]], [ca[1], cb[1]], color=colour, linewidth=1.0)
         ax.plot(*ca, "o", color=colour, markersize=2.5)
-        ax.text(box[0], box[1] - 1, f"{float(scores[row]):.2f}", fontsize=7.5, color="white", va="bottom",
+        ax.text(box[0], box[1] - 1, f"{float(scores[row]):.2f}", fontsize=SMALL, color="white", va="bottom",
                 bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
@@ -310,18 +311,18 @@ def anchors_to_boxes(obj, rows, picture, gt_boxes=None, ax: plt.Axes | None = No
                Line2D([], [], color="0.3", linewidth=2, label="decoded box"),
                Line2D([], [], **GT_STYLE, label="ground truth")]  # fmt: skip
     handles += [Patch(color=level_color(lv), label=_level_name(lv)) for lv in sorted(levels_seen)]
-    ax.legend(handles=handles, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, frameon=False)
-    ax.set_title(title or f"{len(rows)} anchors and their decoded boxes", fontsize=9, pad=12)
+    ax.legend(handles=handles, fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, frameon=False)
+    ax.set_title(title or f"{len(rows)} anchors and their decoded boxes", fontsize=SMALL, pad=12)
     fig.tight_layout()
     return fig
 
 
 VERDICT_STYLE = {
-    "positive": {"color": "#009E73", "label": "positive (IoU ≥ fg)"},
-    "best anchor": {"color": "#E69F00", "label": "positive: best anchor (low quality)"},
-    "other object": {"color": "#56B4E9", "label": "positive for another object"},
-    "ignored": {"color": "0.55", "label": "ignored (bg ≤ IoU < fg)"},
-    "negative": {"color": "#D55E00", "label": "negative (IoU < bg)"},
+    "positive": {"color": "#009E73", "label": "IoU ≥ fg"},
+    "best anchor": {"color": "#E69F00", "label": "best anchor"},
+    "other object": {"color": "#56B4E9", "label": "other object"},
+    "ignored": {"color": "0.55", "label": "ignored"},
+    "negative": {"color": "#D55E00", "label": "IoU < bg"},
 }
 
 
@@ -354,7 +355,7 @@ def anchor_targets(rpn, gt: int, picture, anchor_level=None, axes=None, min_iou:
     iou, names = anchor_verdicts(rpn, gt)
     fg, bg = _thresholds(rpn)
     drawn = (rpn.sample.positive_mask | rpn.sample.negative_mask).tolist()
-    fig, axes = _axes_grid(1, 2, (7.8, 4.0), axes)
+    fig, axes = _axes_grid(1, 2, (FIG_WIDTH, 3.9), axes)
     left, right = axes[0]
     h, w = picture.shape[-2:]
     _picture(left, picture, grey=True)
@@ -371,7 +372,7 @@ def anchor_targets(rpn, gt: int, picture, anchor_level=None, axes=None, min_iou:
     left.set_ylim(h - 0.5, -0.5)
     counts = {k: sum(1 for r in near if names[r] == k) for k in VERDICT_STYLE}
     positives = counts["positive"] + counts["best anchor"]
-    left.set_title(f"object {gt}: {positives} positive, {counts['ignored']} ignored anchors", fontsize=9)
+    left.set_title(f"object {gt}: {positives} positive, {counts['ignored']} ignored anchors", fontsize=SMALL)
     levels = rpn.anchors.new_zeros(len(iou)) if anchor_level is None else torch.as_tensor(anchor_level)
     jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(near))
     for verdict, style in VERDICT_STYLE.items():
@@ -388,11 +389,19 @@ def anchor_targets(rpn, gt: int, picture, anchor_level=None, axes=None, min_iou:
     right.set_xlim(0, 1)
     right.set_yticks(range(int(levels.max()) + 1), [_level_name(lv) for lv in range(int(levels.max()) + 1)])
     right.invert_yaxis()
-    right.set_xlabel(f"IoU with object {gt}", fontsize=9)
-    right.tick_params(labelsize=8)
+    right.set_xlabel(f"IoU with object {gt}", fontsize=SMALL)
+    right.tick_params(labelsize=SMALL)
     n_drawn = sum(1 for r in near if drawn[r])
-    right.set_title(f"{len(near)} anchors at IoU ≥ {min_iou:g}; filled: {n_drawn} drawn", fontsize=9)
-    right.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    right.set_title(f"{len(near)} anchors at IoU ≥ {min_iou:g}; filled: {n_drawn} drawn", fontsize=SMALL)
+    right.legend(
+        fontsize=9,
+        frameon=False,
+        loc="upper center",
+        bbox_to_anchor=(0.45, -0.2),
+        ncol=2,
+        handletextpad=0.1,
+        columnspacing=0.6,
+    )
     fig.tight_layout()
     return fig
 
@@ -429,7 +438,7 @@ def funnel(counts: dict[str, Sequence[int]], ax: plt.Axes | None = None, title: 
     input is ~100 times the output.
     """
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7.2, 3.6))
+        fig, ax = plt.subplots(figsize=(FIG_WIDTH, 3.6))
     else:
         fig = ax.figure
     steps = list(counts)
@@ -440,12 +449,12 @@ def funnel(counts: dict[str, Sequence[int]], ax: plt.Axes | None = None, title: 
     for level in range(table.shape[1]):
         ax.plot(x, table[:, level], "-o", color=level_color(level), label=_level_name(level), markersize=4)
     for xi, t in zip(x, total, strict=True):
-        ax.annotate(f"{int(t):,}", (xi, t), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+        ax.annotate(f"{int(t):,}", (xi, t), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=SMALL)
     ax.set_yscale("log")
-    ax.set_xticks(x, [STEP_LABELS.get(s, s) for s in steps], rotation=20, fontsize=8.5)
+    ax.set_xticks(x, [STEP_LABELS.get(s, s) for s in steps], rotation=20, fontsize=SMALL)
     ax.set_ylabel("anchors left")
     ax.set_ylim(max(0.8, table[table > 0].min() / 2 if (table > 0).any() else 1), total.max() * 3)
-    ax.legend(fontsize=8, frameon=False, ncol=3, loc="lower left")
+    ax.legend(fontsize=SMALL, frameon=False, ncol=3, loc="lower left")
     ax.set_title(title or f"{int(total[-1]):,} of {int(total[0]):,} anchors become proposals", fontsize=10)
     fig.tight_layout()
     return fig
@@ -477,7 +486,7 @@ def nms_pairs(longlist, picture, gt_boxes=None, max_groups: int = 4, max_shown: 
     groups = nms_groups(longlist, max_groups)
     cols = min(2, max(1, len(groups)))
     rows = max(1, math.ceil(len(groups) / cols))
-    fig, axes = _axes_grid(rows, cols, (7.6, 3.6 * rows + 0.3), axes)
+    fig, axes = _axes_grid(rows, cols, (FIG_WIDTH, 3.1 * rows + 0.5), axes)
     flat = axes.reshape(-1)
     h, w = picture.shape[-2:]
     for ax, (kept, victims) in zip(flat, groups, strict=False):
@@ -491,7 +500,7 @@ def nms_pairs(longlist, picture, gt_boxes=None, max_groups: int = 4, max_shown: 
             _rect(ax, step.boxes[pos].tolist(), **DROPPED_STYLE)
         listed = ", ".join(f"{v:.2f}" for v in ious[: len(shown)].tolist())
         more = f" (+{len(victims) - len(shown)})" if len(victims) > len(shown) else ""
-        ax.text(0.02, 0.02, f"IoU: {listed}{more}", transform=ax.transAxes, fontsize=7.5, va="bottom",
+        ax.text(0.02, 0.02, f"IoU: {listed}{more}", transform=ax.transAxes, fontsize=SMALL, va="bottom",
                 bbox={"facecolor": "white", "edgecolor": "0.6", "pad": 2})  # fmt: skip
         _rect(ax, kb.tolist(), edgecolor=level_color(level), linewidth=2)
         everything = torch.cat([kb[None], step.boxes[shown]])
@@ -501,13 +510,13 @@ def nms_pairs(longlist, picture, gt_boxes=None, max_groups: int = 4, max_shown: 
         ax.set_xlim(max(-0.5, x1 - pad), min(w - 0.5, x2 + pad))
         ax.set_ylim(min(h - 0.5, y2 + pad), max(-0.5, y1 - pad))
         ax.set_title(f"{_level_name(level)} {float(step.scores[kept]):.3f} removed {len(victims)} "
-                     f"(IoU {float(ious.min()):.2f}–{float(ious.max()):.2f})", fontsize=8.5)  # fmt: skip
+                     f"(IoU {float(ious.min()):.2f}–{float(ious.max()):.2f})", fontsize=SMALL)  # fmt: skip
     for ax in flat[len(groups) :]:
         ax.axis("off")
     handles = [Line2D([], [], color="0.3", linewidth=2, label="kept (level colour)"),
                Line2D([], [], **DROPPED_STYLE, label=f"removed by NMS: IoU > {step.threshold:g}"),
                Line2D([], [], **GT_STYLE, label="ground truth")]  # fmt: skip
-    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=3, frameon=False)
+    fig.legend(handles=handles, fontsize=SMALL, loc="lower center", ncol=3, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
@@ -550,7 +559,7 @@ def recall_ledger(
     level; ``num_objects`` the number of objects; ``steps`` the longlist's ``STEPS``.
     """
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7.2, 3.6))
+        fig, ax = plt.subplots(figsize=(FIG_WIDTH, 3.6))
     else:
         fig = ax.figure
     names = ["input", *steps]
@@ -560,11 +569,11 @@ def recall_ledger(
     for lv in range(table.shape[1] - 1):
         ax.plot(x, table[:, lv], "-o", color=level_color(lv), markersize=4, label=_level_name(lv))
     for xi, value, n in zip(x, table[:, -1], covered[:, -1].tolist(), strict=True):
-        ax.annotate(f"{n}", (xi, value), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-    ax.set_xticks(x, [STEP_LABELS.get(s, s) for s in names], rotation=20, fontsize=8.5)
+        ax.annotate(f"{n}", (xi, value), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=SMALL)
+    ax.set_xticks(x, [STEP_LABELS.get(s, s) for s in names], rotation=20, fontsize=SMALL)
     ax.set_ylim(0, 1.1)
-    ax.set_ylabel(f"share of the {num_objects} objects covered", fontsize=9)
-    ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_ylabel(f"share of the {num_objects} objects covered", fontsize=SMALL)
+    ax.legend(fontsize=SMALL, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     left = int(covered[-1, -1])
     ax.set_title(title or f"{left} of {num_objects} objects still covered at IoU ≥ 0.5 after the longlist", fontsize=10)
     fig.tight_layout()
@@ -573,15 +582,15 @@ def recall_ledger(
 
 def sweep(values, recall, size, xlabel: str, marked=None, axes=None) -> Figure:
     """Chapter 4. Recall and longlist size as one Config field varies (two panels)."""
-    fig, axes = _axes_grid(1, 2, (7.6, 3.0), axes)
+    fig, axes = _axes_grid(1, 2, (FIG_WIDTH, 2.9), axes)
     left, right = axes[0]
     left.plot(values, recall, "-o", color="black", markersize=4)
     right.plot(values, size, "-o", color="#0072B2", markersize=4)
-    left.set_ylabel("objects covered (share)", fontsize=9)
-    right.set_ylabel("proposals per image (mean)", fontsize=9)
+    left.set_ylabel("objects covered (share)", fontsize=SMALL)
+    right.set_ylabel("proposals per image (mean)", fontsize=SMALL)
     for ax in (left, right):
-        ax.set_xlabel(xlabel, fontsize=9)
-        ax.tick_params(labelsize=8)
+        ax.set_xlabel(xlabel, fontsize=SMALL)
+        ax.tick_params(labelsize=SMALL)
         if marked is not None:
             ax.axvline(marked, color="0.5", linestyle="--", linewidth=1.0)
     fig.tight_layout()
@@ -592,7 +601,7 @@ def proposals(longlist, picture, gt_boxes=None, top: int = 30, ax: plt.Axes | No
     """Chapter 4. The ``top`` best proposals of the longlist, in their anchor level's colour."""
     h, w = longlist.image_size
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 5.2 * h / w + 0.3))
+        fig, ax = plt.subplots(figsize=(5.2, 5.2 * h / w + 0.6))
     else:
         fig = ax.figure
     _picture(ax, picture, grey=True)
@@ -603,8 +612,8 @@ def proposals(longlist, picture, gt_boxes=None, top: int = 30, ax: plt.Axes | No
     seen = sorted(set(longlist.anchor_level[:n].tolist()))
     handles = [Patch(color=level_color(lv), label=_level_name(lv)) for lv in seen]
     handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
-    ax.legend(handles=handles, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=6, frameon=False)
-    ax.set_title(f"the {n} best of {len(longlist)} proposals", fontsize=9)
+    ax.legend(handles=handles, fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=6, frameon=False)
+    ax.set_title(f"the {n} best of {len(longlist)} proposals", fontsize=SMALL)
     fig.tight_layout()
     return fig
 
