@@ -405,3 +405,35 @@ def test_ledger_ends_where_the_miss_is(model):
         first_zero = next(k for k, v in ledger.items() if v == 0)
         step = {"class_nms": "shortlist: nms", "background": "shortlist: score_threshold"}[m.reason]
         assert first_zero == step
+
+
+# --- the command lines' helpers -----------------------------------------------------------------
+def test_explain_files_writes_a_figure_and_a_report(tmp_path):
+    from minimask.data import SHAPES_VAL
+    from minimask.trace import explain_files
+
+    image = str(SHAPES_VAL / "images" / "000081.png")
+    written = explain_files([image], tmp_path, annotations=str(SHAPES_VAL / "annotations.json"), progress=False)
+    assert sorted(p.name for p in written) == ["000081_explain.png", "000081_explain.txt"]
+    text = (tmp_path / "000081_explain.txt").read_text()
+    assert "lost in the shortlist [class_nms]" in text and "false positives" in text
+
+
+def test_explain_files_errors_name_the_file(tmp_path):
+    from minimask.data import SHAPES_VAL
+    from minimask.trace import explain_files
+
+    ann = str(SHAPES_VAL / "annotations.json")
+    stray = tmp_path / "stray.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(stray)
+    with pytest.raises(ValueError, match="stray.png.*no image named"):
+        explain_files([str(stray)], tmp_path / "out", annotations=ann, progress=False)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        explain_files([str(tmp_path / "missing.png")], tmp_path / "out", progress=False)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        explain_files([str(SHAPES_VAL / "images" / "000081.png")], tmp_path / "out", annotations=str(bad),
+                      progress=False)  # fmt: skip

@@ -1049,6 +1049,86 @@ def explain_dataset(
     return report
 
 
+# --- the command lines' helpers -------------------------------------------------------------------
+def targets_for_files(paths: list[str], annotation_file: str) -> tuple[list[dict[str, Tensor]], list[str]]:
+    """The target of each image file from a COCO annotation file, found by file name, and the class names.
+
+    Raises ``FileNotFoundError``/``ValueError`` naming the file: a missing or malformed
+    annotation file (``coco.read_annotations``), an image whose name is not in it, or whose
+    size differs from the file's.
+    """
+    from pathlib import Path
+
+    from minimask.coco import CocoDataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # skipped annotations: listed in .skipped
+        ds = CocoDataset(annotation_file, ".")
+    by_name = {Path(ds.image_info(i)["file_name"]).name: i for i in range(len(ds))}
+    out = []
+    for path in paths:
+        name = Path(path).name
+        if name not in by_name:
+            raise ValueError(f"{path}: no image named {name!r} in {annotation_file}")
+        i = by_name[name]
+        # read the image from where it is: images_dir / file_name == path
+        depth = len(Path(ds.image_info(i)["file_name"]).parts)
+        item = copy.copy(ds)
+        item.images_dir = Path(path).parents[depth - 1]
+        out.append(item[i][1])
+    return out, list(ds.class_names)
+
+
+def explain_files(
+    paths: list[str],
+    out,
+    weights: str = "shapes",
+    annotations: str | None = None,
+    score: float | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list:
+    """``python -m minimask.predict IMAGE... --explain --out DIR [--annotations FILE]``.
+
+    Per image ``NAME``: ``DIR/NAME_explain.png`` (the detections; with annotations, the misses
+    labelled with their cause and the false positives dotted) and ``DIR/NAME_explain.txt``
+    (each detection's lineage, then the misses with their sentence and the false positives with
+    their kind). Errors name the file (``FileNotFoundError``/``ValueError``).
+    """
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from minimask.coco import read_image
+    from minimask.shapes import CLASS_NAMES
+    from minimask.viz import plt
+    from minimask.viz import trace as vtrace
+    from minimask.weights import load_pretrained
+
+    images = [read_image(p) for p in paths]  # every file checked before the model is loaded
+    targets: list[dict[str, Tensor] | None] = [None] * len(paths)
+    names = list(CLASS_NAMES)
+    if annotations is not None:
+        targets, names = targets_for_files(paths, annotations)
+    model = load_pretrained(weights, device=device)
+    if score is not None:
+        model.config = model.config.replace(box_score_thresh=score)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, image, target in tqdm(
+        list(zip(paths, images, targets, strict=True)), desc="explain", disable=not progress
+    ):
+        tr = explain(model, image.to(device), target)
+        stem = Path(path).stem
+        (out / f"{stem}_explain.txt").write_text(f"{path}\n{tr.report(names)}\n")
+        fig = vtrace.errors(image, tr, names)
+        fig.savefig(out / f"{stem}_explain.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        written += [out / f"{stem}_explain.png", out / f"{stem}_explain.txt"]
+    return written
+
+
 __all__ = [
     "FATES",
     "FP_KINDS",

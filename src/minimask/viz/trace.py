@@ -19,6 +19,7 @@ from matplotlib.patches import Rectangle
 from minimask.transform import resize_boxes
 from minimask.viz import (
     DROPPED_STYLE,
+    FIG_WIDTH,
     GT_STYLE,
     _figure_and_axes,
     _image_array,
@@ -68,7 +69,8 @@ def lineage(image, trace, detection: int, class_names=None, gt_index: int | None
     lin = trace.lineage(detection)
     picture = _image_array(image)
     size = trace.original_size
-    fig, axes = plt.subplots(1, 4, figsize=(8.0, 3.4))
+    fig, axes = plt.subplots(2, 2, figsize=(FIG_WIDTH, FIG_WIDTH * 1.2))
+    axes = axes.flat
     anchor = _orig(trace, lin.anchor.box)
     proposal = _orig(trace, lin.proposal_box)
     refined = lin.box_orig.tolist()
@@ -80,11 +82,9 @@ def lineage(image, trace, detection: int, class_names=None, gt_index: int | None
     ]
     a = lin.anchor
     titles = [
-        f"1. anchor P{a.level + 2}\n{a.size:g} px, ratio {a.aspect_ratio:g}\n"
-        f"objectness {lin.objectness:.2f}\n#{lin.level_rank} of its level",
-        f"2. proposal\n#{lin.longlist_rank} of the longlist\npooled on P{lin.roi_level + 2}",
-        f"3. {_name(class_names, lin.label)} p={lin.class_probs[lin.label]:.2f}\n"
-        f"background {lin.class_probs[0]:.2f}\nrefined; {len(lin.suppressed)} suppressed",
+        f"1. anchor P{a.level + 2}, {a.size:g} px, {a.aspect_ratio:g}:1\nobjectness {lin.objectness:.2f}, #{lin.level_rank}",
+        f"2. proposal #{lin.longlist_rank}\npooled on P{lin.roi_level + 2}",
+        f"3. {_name(class_names, lin.label)} p={lin.class_probs[lin.label]:.2f}\nrefined, {len(lin.suppressed)} suppressed",
         f"4. mask\nscore {lin.score:.2f}",
     ]
     for i, ax in enumerate(axes):
@@ -111,9 +111,7 @@ def lineage(image, trace, detection: int, class_names=None, gt_index: int | None
         ax.set_title(titles[i], loc="left")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(
-        f"Detection {detection}: {_name(class_names, lin.label)}, score {lin.score:.2f}, and where it came from"
-    )
+    fig.suptitle(f"Detection {detection} ({_name(class_names, lin.label)}): where it came from")
     fig.tight_layout()
     return fig
 
@@ -130,7 +128,7 @@ def miss(image, trace, gt_index: int, class_names=None) -> Figure:
     m = lost.get(gt_index)
     ledger = trace.ledger(gt_index)
     picture = _image_array(image)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.0, 4.4), gridspec_kw={"width_ratios": [1, 1.3]})
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(FIG_WIDTH, 8.4), gridspec_kw={"height_ratios": [1, 1.25]})
     ax.imshow(picture, interpolation="nearest")
     gt = trace.target["boxes"][gt_index].tolist()
     _rect(ax, gt, **GT_STYLE)
@@ -179,13 +177,17 @@ def miss(image, trace, gt_index: int, class_names=None) -> Figure:
     bx.barh(range(len(names)), counts, color=colours)
     bx.set_yticks(range(len(names)), names)
     bx.invert_yaxis()
+    if first_zero is not None:
+        tick = bx.get_yticklabels()[first_zero]
+        tick.set_color(MISS_COLOR)
+        tick.set_fontweight("bold")
     bx.set_xlabel("rows still covering it (IoU >= 0.5)")
     for i, v in enumerate(counts):
         bx.text(v + max(counts) * 0.02, i, str(v), va="center")
     bx.set_xlim(0, max(max(counts), 1) * 1.15)
     bx.spines[["top", "right"]].set_visible(False)
     if m is not None:
-        fig.suptitle(textwrap.fill(m.sentence(), 90))
+        fig.suptitle(textwrap.fill(m.sentence(), 70))
     fig.tight_layout()
     return fig
 
