@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: test test-explore book lab lint format clean bench
 
@@ -24,6 +25,14 @@ test-explore: $(STAMP)
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
+# The built site as a reader sees it: every page in headless Chromium, offline (tools/sitecheck.py);
+# screenshots in _build/screenshots/. Run after `make book`. Installs Debian's chromium if missing.
+.PHONY: site-check
+site-check: $(STAMP)
+	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	$(BIN)/python tools/sitecheck.py _build/html
+
 lab: $(STAMP)
 	$(BIN)/python -m ipykernel install --sys-prefix --name minimask --display-name "minimask (.venv)"
 	mkdir -p $(VENV)/share/jupyter/lab/settings
@@ -31,12 +40,13 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=chapters $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
+	$(BIN)/python tools/lint_chapters.py
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench tools
+	$(BIN)/ruff check --fix src tests bench tools
 
 bench: $(STAMP)
 	$(BIN)/python bench/inference.py

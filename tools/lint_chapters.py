@@ -1,0 +1,82 @@
+"""Lint the chapters: every line of a code cell fits the page's text column.
+
+The book's column shows about 80 characters of code at 1280 px (the site check measures it), so a
+longer line makes the reader scroll sideways. This checks every ```{code-cell}``` of
+``chapters/*.md``; a cell tagged ``remove-cell`` or ``remove-input`` is exempt, since its code is
+never shown. Usage: ``python tools/lint_chapters.py [--max 80] [files...]``; exits 1 on a long line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+MAX_COLUMNS = 80
+FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})\{code-cell\}")
+HIDDEN_TAGS = {"remove-cell", "remove-input"}
+
+
+def code_cells(text: str) -> Iterator[tuple[int, list[str], set[str]]]:
+    """(line number of the first code line, code lines, tags) of each code cell in a MyST file."""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        match = FENCE.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        fence = match.group("fence")
+        body_start = i + 1
+        j = body_start
+        while j < len(lines) and not lines[j].startswith(fence):
+            j += 1
+        body = lines[body_start:j]
+        tags: set[str] = set()
+        skip = 0
+        if body and body[0].strip() == "---":  # a YAML block of options
+            end = next((k for k in range(1, len(body)) if body[k].strip() == "---"), 0)
+            options = "\n".join(body[1:end])
+            skip = end + 1
+        else:  # :key: value lines
+            while skip < len(body) and re.match(r"^:\w[\w-]*:", body[skip]):
+                skip += 1
+            options = "\n".join(body[:skip])
+        tag_text = re.search(r"tags:\s*\[([^\]]*)\]", options)
+        if tag_text:
+            tags = {t.strip().strip("\"'") for t in tag_text.group(1).split(",") if t.strip()}
+        else:  # tags as a YAML list, one per line
+            tags = set(re.findall(r"^\s*-\s*([\w-]+)\s*$", options, re.M))
+        yield body_start + skip + 1, body[skip:], tags
+        i = j + 1
+
+
+def long_lines(path: Path, limit: int = MAX_COLUMNS) -> list[str]:
+    problems = []
+    for first, code, tags in code_cells(path.read_text(encoding="utf-8")):
+        if tags & HIDDEN_TAGS:
+            continue
+        for offset, line in enumerate(code):
+            if len(line) > limit:
+                problems.append(f"{path}:{first + offset}: {len(line)} > {limit} characters in a code cell")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="*", type=Path)
+    parser.add_argument("--max", type=int, default=MAX_COLUMNS)
+    args = parser.parse_args(argv)
+    files = args.files or sorted(Path("chapters").glob("*.md"))
+    problems = [p for f in files for p in long_lines(f, args.max)]
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} code-cell lines longer than {args.max} characters (the page's column)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
