@@ -175,3 +175,13 @@ def test_sliders_change_their_picture_in_chromium(tmp_path):
     except subprocess.TimeoutExpired:
         pytest.skip("chromium did not answer in 60 s")
     assert 'data-changed="true,true"' in dom
+
+
+def test_threshold_slider_without_tags_has_a_legend():
+    """tags=False: boxes only (no text per box); the class colours are named under the picture."""
+    image, boxes, scores, labels = small_case()
+    markup = threshold_slider(image, boxes, scores, labels, class_names=["bg", "a", "b", "c"], tags=False).data
+    tags = parse(markup)
+    assert not [a for t, a in tags if t == "text" and a.get("class") == "mm-box"]
+    assert len([a for t, a in tags if t == "rect" and a.get("class") == "mm-box"]) == 3
+    assert sum(1 for t, a in tags if t == "div" and a.get("class") == "mm-legend") == 1

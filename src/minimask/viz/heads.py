@@ -341,6 +341,7 @@ def roi_sampling(
 
 # --- chapter 6: the shortlist --------------------------------------------------------------------
 
+FATE_LABELS = {"nms": "removed by NMS", "cap": "past the cap", "small_box": "too small"}
 FATE_STYLES = {
     "nms": {"color": "0.45", "linestyle": ":", "linewidth": 1.0},
     "cap": {"color": "0.45", "linestyle": "-.", "linewidth": 1.0},
@@ -378,7 +379,7 @@ def detections_panel(
         style = FATE_STYLES.get(reason, DROPPED_STYLE)
         for b in rows.tolist():
             _box(ax, b, **style)
-        handles.append(Line2D([], [], **style, label=f"{reason.replace('_', ' ')}: {len(rows)}"))
+        handles.append(Line2D([], [], **style, label=f"{FATE_LABELS.get(reason, reason)}: {len(rows)}"))
     if gt_boxes is not None:
         for g in torch.as_tensor(gt_boxes).reshape(-1, 4).tolist():
             _box(ax, g, **GT_STYLE)

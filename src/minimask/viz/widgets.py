@@ -95,6 +95,7 @@ def threshold_slider(
     curve_width: int = 320,
     curve_xlabel: str | None = None,
     title: str | None = None,
+    tags: bool = True,
 ) -> HTML:
     """An image with boxes and a slider: boxes whose score is not above the threshold hide.
 
@@ -104,7 +105,9 @@ def threshold_slider(
     ``score > threshold`` (strict, as torchvision). ``curve = (xs, {name: ys})`` draws one
     line per name against the threshold (x in ``value_range``, y in [0, 1]) with a marker
     that follows the slider and a read-out of each curve at the threshold (nearest x).
-    ``gt_boxes`` (G, 4) are drawn black dashed and never hide. ``width`` and
+    ``gt_boxes`` (G, 4) are drawn black dashed and never hide. ``tags``: write "class score"
+    above each box (every box also has it as a hover tooltip); a legend of the class
+    colours is written under the picture. ``width`` and
     ``curve_width``: display widths in CSS pixels of the picture and the curve panel
     (together they fit the book's ~680-px column).
 
@@ -141,6 +144,8 @@ def threshold_slider(
             f'stroke="{colour}" stroke-width="{stroke:.2f}"{hidden}><title>{html.escape(name)} {s:.3f}</title></rect>'
         )
         ty = y1 - 1 if y1 > font else y1 + font
+        if not tags:
+            continue
         items.append(
             f'<text class="mm-box" data-score="{s:.6g}" x="{x1:.2f}" y="{ty:.2f}" font-size="{font:.1f}" '
             f'fill="{colour}" stroke="white" stroke-width="{0.25 * stroke:.2f}" paint-order="stroke"'
@@ -165,6 +170,20 @@ def threshold_slider(
         curve_svg, curve_js = _curve_svg(curve, threshold, (lo, hi), curve_xlabel or label, curve_width)
 
     heading = f"<div style='width:100%;font-weight:bold'>{html.escape(title)}</div>" if title else ""
+    present = sorted(set(labels.tolist()))
+    swatches = [
+        f'<span style="white-space:nowrap"><span style="display:inline-block;width:18px;height:0;'
+        f'border-top:3px solid {class_color(k) if k >= 1 else "#888888"};vertical-align:middle"></span> '
+        f"{html.escape(class_names[k] if class_names is not None and 0 <= k < len(class_names) else str(k))}</span>"
+        for k in present
+    ]
+    if gt_boxes is not None:
+        swatches.append(
+            '<span style="white-space:nowrap"><span style="display:inline-block;width:18px;height:0;'
+            'border-top:2px dashed black;vertical-align:middle"></span> ground truth</span>'
+        )
+    legend = f'<div class="mm-legend" style="width:{width}px">{" &nbsp; ".join(swatches)}</div>'
+
     controls = (
         f'<div style="width:100%"><label>{html.escape(label)} '
         f'<input type="range" min="{lo}" max="{hi}" step="{step}" value="{threshold}" '
@@ -185,7 +204,7 @@ def threshold_slider(
         + curve_js
         + "}input.addEventListener('input',update);input.addEventListener('change',update);})();</script>"
     )
-    body = f'<div id="{uid}" class="mm-widget" style="{_STYLE}">{heading}{controls}{image_svg}{curve_svg}{script}</div>'
+    body = f'<div id="{uid}" class="mm-widget" style="{_STYLE}">{heading}{controls}<div>{image_svg}{legend}</div>{curve_svg}{script}</div>'
     return HTML(body)
 
 
