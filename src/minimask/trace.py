@@ -392,7 +392,7 @@ class Trace:
         cand = int(s.candidate_index[detection])
         label = int(s.labels[detection])
         gone = torch.where(s.suppressed_by == cand)[0]
-        ious = s.nms.iou_with_suppressor(len(s.fate))[gone] if len(gone) else torch.zeros(0)
+        ious = self._class_nms_iou[gone] if len(gone) else torch.zeros(0)
         return Lineage(
             detection=detection,
             anchor=self.anchor(a),
@@ -413,6 +413,10 @@ class Trace:
             mask=seg.masks[detection, 0].detach().cpu(),
             score=float(s.scores[detection]),
         )
+
+    @cached_property
+    def _class_nms_iou(self) -> Tensor:
+        return self.shortlist.nms.iou_with_suppressor(len(self.shortlist.fate))
 
     @cached_property
     def detections(self) -> list[Lineage]:
@@ -804,7 +808,8 @@ class Report:
     """Chapter 10. Misses and false positives of a data set, counted, located and priced in AP.
 
     ``misses`` and ``false_positives``: one dict per error (``image_id``, ``index`` (the
-    object or detection row), ``class``, ``size``, and ``stage``/``reason`` or ``kind``).
+    object or detection row), ``class``, ``size`` (COCO's, of the object; of the detection's
+    box for a background false positive), and ``stage``/``reason`` or ``kind``).
     ``ap``: box AP and AP50 (pycocotools) of the results; ``fixed``: for each cause
     ("stage/reason" of a miss, or "fp/kind"), the box AP and AP50 gained by fixing every error
     of that cause alone (TIDE's "fixed" AP, computed with COCOeval): a missed object is taken
@@ -966,7 +971,8 @@ def explain_dataset(
 
     One ``model.run`` per batch (as ``evaluate.predict_dataset``), one ``Trace`` per image;
     only matching, the misses' attribution and the false positives' kinds are computed (no
-    lineage). With ``fix_ap``, the box AP gained by fixing each cause (``Report``).
+    lineage). Box AP and AP50 of the results always (one COCOeval); with ``fix_ap``, also the
+    box AP gained by fixing each cause (``Report.fixed``: one COCOeval per cause present).
     """
     from tqdm import tqdm
 
@@ -1014,10 +1020,10 @@ def explain_dataset(
                 ann = anns[fp.gt_index].get("id") if unmatched else None
                 fp_fix.append((fp.kind, first + fp.detection, ann))
     report = Report(misses, fps, {}, {}, names, n, n_objects, n_dets)
+    coco_gt, ids = coco_ground_truth(dataset)
+    ids = ids[:n]
+    report.ap = _coco_box_ap(coco_gt, results, ids)
     if fix_ap:
-        coco_gt, ids = coco_ground_truth(dataset)
-        ids = ids[:n]
-        report.ap = _coco_box_ap(coco_gt, results, ids)
         for stage, reason in MISS_CAUSES:
             if reason == "mask_iou":
                 continue
@@ -1043,8 +1049,6 @@ def explain_dataset(
             fixed = [r for i, r in enumerate(fixed) if i not in drop]
             ap = _coco_box_ap(coco_gt, fixed, ids)
             report.fixed[f"fp/{kind}"] = {k: ap[k] - report.ap[k] for k in ap}
-    else:
-        report.ap = {"AP": float("nan"), "AP50": float("nan")}
     report.seconds = time.perf_counter() - start
     return report
 
