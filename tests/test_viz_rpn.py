@@ -168,5 +168,7 @@ def test_proposals_and_sweep(records):
     ll = records["run"].longlist[0]
     fig = rpn.proposals(ll, records["picture"], records["gt"], top=5)
     assert len(_rectangles(fig)) == min(5, len(ll)) + len(records["gt"])
+    fig = rpn.proposals(ll, records["picture"], top=2, title="two")
+    assert fig.axes[0].get_title() == "two" and len(_rectangles(fig)) == min(2, len(ll))
     fig = rpn.sweep([1, 2, 3], [0.5, 0.6, 0.7], [10, 20, 30], "x", marked=2)
     assert len(fig.axes) == 2 and all(ax.lines for ax in fig.axes)

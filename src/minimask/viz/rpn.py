@@ -597,7 +597,9 @@ def sweep(values, recall, size, xlabel: str, marked=None, axes=None) -> Figure:
     return fig
 
 
-def proposals(longlist, picture, gt_boxes=None, top: int = 30, ax: plt.Axes | None = None) -> Figure:
+def proposals(
+    longlist, picture, gt_boxes=None, top: int = 30, ax: plt.Axes | None = None, title: str | None = None
+) -> Figure:
     """Chapter 4. The ``top`` best proposals of the longlist, in their anchor level's colour."""
     h, w = longlist.image_size
     if ax is None:
@@ -613,7 +615,7 @@ def proposals(longlist, picture, gt_boxes=None, top: int = 30, ax: plt.Axes | No
     handles = [Patch(color=level_color(lv), label=_level_name(lv)) for lv in seen]
     handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
     ax.legend(handles=handles, fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=6, frameon=False)
-    ax.set_title(f"the {n} best of {len(longlist)} proposals", fontsize=SMALL)
+    ax.set_title(title or f"the {n} best of {len(longlist)} proposals", fontsize=SMALL)
     fig.tight_layout()
     return fig
 
