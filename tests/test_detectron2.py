@@ -56,6 +56,7 @@ def test_detectron2_preset_has_the_model_zoo_values_and_rules():
     assert (D2.small_box_removal, D2.box_min_size, D2.clip_to_original) == ("after_rescale", 0.0, True)
     assert (D2.mask_paste, D2.binary_masks, D2.mask_threshold) == ("subpixel", True, 0.5)
     assert (D2.rpn_smooth_l1_beta, D2.box_smooth_l1_beta) == (0.0, 0.0)
+    assert D2.frozen_bn_arithmetic == "batch_norm" and TV.frozen_bn_arithmetic == "scale_shift"
     # a Detectron2 config is not a torchvision model: torchvision_model names the rules
     with pytest.raises(ValueError, match="resize_rounding.*round_cell_anchors"):
         torchvision_model(D2)
@@ -123,6 +124,21 @@ def test_stride_in_1x1_reads_every_other_pixel_in_the_first_1x1_conv():
     y[..., :, 1::2] += 5.0
     assert torch.equal(block.conv1(x), block.conv1(y))
     assert block.conv1(x).shape[-2:] == (4, 4)
+
+
+def test_frozen_batch_norm_as_detectron2_computes_it():
+    """Detectron2 FrozenBatchNorm2d.forward: F.batch_norm when no gradient is needed."""
+    torch.manual_seed(0)
+    bn = build_backbone(D2).body.bn1
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.running_mean.normal_()
+    bn.weight.data.uniform_(0.1, 0.4)
+    x = torch.randn(2, 64, 9, 9)
+    expected = torch.nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=1e-5)
+    assert torch.equal(bn(x), expected)
+    tv = build_backbone(D2.replace(frozen_bn_arithmetic="scale_shift")).body.bn1
+    tv.load_state_dict(bn.state_dict())
+    assert torch.allclose(tv(x), expected, atol=1e-5)  # the same function, rounded differently
 
 
 # --- chapter 3: anchors -----------------------------------------------------------------------------
@@ -220,6 +236,23 @@ def _classification(boxes: list[list[float]], probs: list[list[float]]) -> Class
         boxes=b,
         image_size=(100, 100),
     )
+
+
+def test_softmax_in_detectron2s_column_order():
+    """FastRCNNOutputLayers.predict_probs: softmax over (fg_1..fg_K, bg); the record keeps bg at 0."""
+    torch.manual_seed(0)
+    model = MaskRCNN(
+        D2.replace(num_classes=5, fpn_out_channels=8, box_head_dim=16, mask_head_layers=(8,), mask_predictor_dim=8)
+    )
+    from minimask.classification import classify
+
+    maps = {k: torch.randn(1, 8, 64 // s, 64 // s) for k, s in zip("0123", (4, 8, 16, 32), strict=True)}
+    proposals = [torch.tensor([[4.0, 4.0, 40.0, 30.0], [10.0, 12.0, 60.0, 50.0]])]
+    heads = model.roi_heads
+    c = classify(heads.box_head, heads.box_predictor, maps, proposals, [(64, 64)], model.config)[0]
+    d2_order = torch.cat([c.logits[:, 1:], c.logits[:, :1]], dim=1)  # Detectron2's logits
+    expected = torch.softmax(d2_order, dim=-1)
+    assert torch.equal(c.probs[:, 1:], expected[:, :-1]) and torch.equal(c.probs[:, 0], expected[:, -1])
 
 
 def test_empty_boxes_are_removed_after_rescaling_and_cost_a_cap_slot():

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -101,6 +102,23 @@ class SmallResNet(nn.Module):
         return x
 
 
+class FusedFrozenBatchNorm2d(FrozenBatchNorm2d):
+    """Chapter 11. torchvision's ``FrozenBatchNorm2d`` (same buffers) computed as Detectron2's.
+
+    Detectron2 ``layers/batch_norm.py`` ``FrozenBatchNorm2d.forward`` calls ``F.batch_norm``
+    (one fused kernel) when no gradient is needed, and x * scale + bias otherwise; torchvision
+    always computes x * scale + bias. The two round differently (features differ by ~1e-7);
+    ``cfg.frozen_bn_arithmetic`` "batch_norm" picks Detectron2's.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad:
+            return super().forward(x)
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+        )
+
+
 def norm_layer(cfg: Config) -> Callable[[int], nn.Module]:
     """Chapter 2. The backbone's normalisation: trainable BatchNorm or FrozenBatchNorm2d(eps).
 
@@ -108,7 +126,8 @@ def norm_layer(cfg: Config) -> Callable[[int], nn.Module]:
     otherwise; the COCO_V1 Mask R-CNN weights need eps = 0.0 (``overwrite_eps``).
     """
     if cfg.backbone_norm == "frozen":
-        return functools.partial(FrozenBatchNorm2d, eps=cfg.frozen_bn_eps)
+        frozen = FusedFrozenBatchNorm2d if cfg.frozen_bn_arithmetic == "batch_norm" else FrozenBatchNorm2d
+        return functools.partial(frozen, eps=cfg.frozen_bn_eps)
     return nn.BatchNorm2d
 
 

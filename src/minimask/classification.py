@@ -131,7 +131,10 @@ def split_per_image(
     """Chapter 5. Turn the batch's logits and deltas into one ``Classification`` per image."""
     num_classes = logits.shape[-1]
     counts = [len(p) for p in proposals]
-    probs = F.softmax(logits, dim=-1)
+    if cfg.background_class == "last":  # Detectron2 predict_probs: softmax over (fg..., bg), its column order
+        probs = F.softmax(logits.roll(-1, dims=-1), dim=-1).roll(1, dims=-1)
+    else:
+        probs = F.softmax(logits, dim=-1)
     deltas = deltas.reshape(len(deltas), num_classes, 4)
     records = []
     for p_boxes, p_index, lg, pr, dl, lv, size in zip(

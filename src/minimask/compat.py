@@ -53,6 +53,7 @@ _HARD_CODED = {
     # the rules Detectron2 decides by (chapter 11): torchvision has no switch for any of them
     "input_channels": "RGB",
     "input_scale": 1.0,
+    "frozen_bn_arithmetic": "scale_shift",
     "normalize_before_resize": True,
     "resize_rounding": "floor",
     "resize_interpolation": "bilinear",
@@ -370,7 +371,10 @@ def load_coco_weights(progress: bool = True) -> MaskRCNN:
 
 __all__ = [
     "check_state_dict",
+    "DETECTRON2_RULES",
+    "agreement",
     "config_from_detectron2",
+    "detectron2_rules",
     "detectron2_class_names",
     "detectron2_name",
     "from_detectron2",
@@ -383,6 +387,7 @@ __all__ = [
     "config_from_torchvision",
     "from_torchvision",
     "load_coco_weights",
+    "match_boxes",
     "to_torchvision",
     "torchvision_model",
 ]
@@ -810,6 +815,75 @@ def from_detectron2(checkpoint: str | Path | Mapping[str, Tensor], config: str |
     frozen_free = {k: v for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")}
     _load(model, {**ours, **frozen_free}, source)
     return model.eval()
+
+
+# Detectron2's rules one by one (chapter 11): the fields each rule sets, without the values that
+# belong to the weights (mean, std, channels, classes, stride in 1x1), so that any model can
+# run under them. Values as in Config.detectron2_r50().
+DETECTRON2_RULES: dict[str, dict[str, Any]] = {
+    "resize rounding": {"resize_rounding": "round"},
+    "PIL resize on uint8": {"resize_interpolation": "pil_bilinear", "normalize_before_resize": False},
+    "exact cell anchors": {"round_cell_anchors": False},
+    "fixed anchor strides": {"anchor_strides": "fixed"},
+    "RPN keeps sides > 0": {"rpn_min_size": 0.0, "rpn_min_size_inclusive": False},
+    "RPN NMS on logits": {"rpn_nms_score": "logit"},
+    "ROIAlignV2, adaptive sampling": {"roi_aligned": True, "box_roi_sampling_ratio": 0, "mask_roi_sampling_ratio": 0},
+    "level epsilon inside the log": {"level_eps_placement": "inside_log"},
+    "empty boxes dropped after rescaling": {"small_box_removal": "after_rescale", "box_min_size": 0.0},
+    "NMS by Detectron2's class index": {"background_class": "last"},
+    "boxes clipped to the original": {"clip_to_original": True},
+    "sub-pixel mask paste": {"mask_paste": "subpixel"},
+    "masks thresholded at 0.5": {"binary_masks": True},
+}
+
+
+def detectron2_rules(cfg: Config, *rules: str) -> Config:
+    """Chapter 11. ``cfg`` deciding by Detectron2's rules (all, or the named ``DETECTRON2_RULES``).
+
+    Only rules change: sizes, thresholds and what the weights fix (mean, std, channel order,
+    classes, stride placement) stay ``cfg``'s, so a model trained under torchvision's rules
+    (the shipped one) runs under Detectron2's.
+    """
+    unknown = [r for r in rules if r not in DETECTRON2_RULES]
+    if unknown:
+        raise ValueError(f"unknown Detectron2 rule(s) {unknown}; known: {list(DETECTRON2_RULES)}")
+    changes: dict[str, Any] = {}
+    for name in rules or tuple(DETECTRON2_RULES):
+        changes.update(DETECTRON2_RULES[name])
+    return cfg.replace(**changes)
+
+
+def match_boxes(a_boxes: Tensor, a_labels: Tensor, b_boxes: Tensor, b_labels: Tensor, iou: float = 0.9) -> Tensor:
+    """Chapter 11. For each box of ``a``, the row of the same box in ``b`` (same label, IoU > ``iou``), else -1.
+
+    Greedy in ``a``'s order (best first); each box of ``b`` answers at most one of ``a``.
+    ``Tensor[len(a)]`` int64.
+    """
+    out = torch.full((len(a_boxes),), -1, dtype=torch.int64)
+    if len(a_boxes) == 0 or len(b_boxes) == 0:
+        return out
+    overlap = torchvision.ops.box_iou(a_boxes.detach().float(), b_boxes.detach().float())
+    overlap[a_labels[:, None] != b_labels[None, :]] = 0.0
+    used = torch.zeros(len(b_boxes), dtype=torch.bool)
+    for i in range(len(a_boxes)):
+        row = overlap[i].masked_fill(used, 0.0)
+        j = int(row.argmax())
+        if row[j] > iou:
+            used[j] = True
+            out[i] = j
+    return out
+
+
+def agreement(a: Mapping[str, Tensor], b: Mapping[str, Tensor], iou: float = 0.9) -> float:
+    """Chapter 11. Fraction of ``a``'s detections that ``b`` has too: same label, box IoU > ``iou``.
+
+    ``match_boxes`` on two eval outputs; 1.0 when ``a`` has none. The measure of the issue
+    that opened chapter 11.
+    """
+    if len(a["boxes"]) == 0:
+        return 1.0
+    matched = match_boxes(a["boxes"], a["labels"], b["boxes"], b["labels"], iou)
+    return float((matched >= 0).float().mean())
 
 
 def detectron2_class_names(num_classes: int) -> list[str]:

@@ -35,6 +35,7 @@ BACKBONES = ("resnet50", "resnet18", "small")
 MASK_PASTES = ("torchvision", "subpixel")
 NORMS = ("batch", "frozen")
 CHANNEL_ORDERS = ("RGB", "BGR")
+FROZEN_BN_ARITHMETICS = ("scale_shift", "batch_norm")
 RESIZE_ROUNDINGS = ("floor", "round")
 RESIZE_INTERPOLATIONS = ("bilinear", "pil_bilinear")
 ANCHOR_STRIDES = ("from_sizes", "fixed")
@@ -233,6 +234,14 @@ class Config:
         check=("choice", NORMS),
     )
     frozen_bn_eps: float = _f(1e-5, 2, 1e-5, "", "overwritten to 0.0 when COCO_V1 weights load", check=NON_NEGATIVE)
+    frozen_bn_arithmetic: str = _f(
+        "scale_shift",
+        2,
+        "x * scale + bias, FrozenBatchNorm2d.forward",
+        "FrozenBatchNorm2d.forward (F.batch_norm without gradients)",
+        "the same function rounded differently (~1e-7): enough to reorder near-tied proposals",
+        check=("choice", FROZEN_BN_ARITHMETICS),
+    )
     trainable_backbone_layers: int = _f(
         5, 2, 5, "MODEL.BACKBONE.FREEZE_AT", "5 with no weights; 3 with pretrained weights", check=("int", 0, 5)
     )
@@ -560,6 +569,7 @@ class Config:
             resize_interpolation="pil_bilinear",
             backbone_norm="frozen",
             frozen_bn_eps=1e-5,
+            frozen_bn_arithmetic="batch_norm",
             trainable_backbone_layers=3,
             resnet_stride_in_1x1=True,
             round_cell_anchors=False,
