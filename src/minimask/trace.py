@@ -525,43 +525,52 @@ class Trace:
 
     @cached_property
     def misses(self) -> list[Miss]:
-        """Every non-crowd object not matched (by box), and every matched one whose mask IoU < 0.5.
+        """Every object not matched by box, or matched with mask IoU < 0.5.
 
-        Attribution rule (boxes in resized-image pixels; "covers" = box IoU >= 0.5 with the
-        object, the matching threshold; K_g = the object's class):
+        Attribution rule. Boxes in resized-image pixels; a box "covers" the
+        object at IoU >= 0.5 (the matching threshold); K = its class.
 
-        1. Candidates: the class-K_g candidate of every proposal whose class-K_g refined box covers
-           the object, leaving out detections matched to another object. If any of them was
-           dropped, the object was lost at the step (in ``Shortlist.STEPS`` order) that dropped
-           the last of them; the representative is the most probable candidate dropped there.
-           ``score_threshold`` is blamed on classification when that proposal's most probable
-           class is background ("background") or another class ("wrong_class"), on the
-           shortlist's threshold when it is K_g; ``nms`` -> "class_nms" (with the suppressing
-           detection and the object it matched), ``cap`` -> "detection_cap", "small_box".
-        2. Else, if a longlist proposal covers it: lost in classification, "localisation" (the
-           class-K_g refinement moved every covering proposal off the object).
-        3. Else, if the decoded, clipped box of some anchor covers it: lost in the longlist at the
-           step (``Longlist.STEPS`` order) that dropped the last of those anchors; the
-           representative is the highest objectness dropped there ("pre_nms_top_k",
-           "small_box", "score_threshold", "rpn_nms" with its suppressor, "post_nms_top_k").
-        4. Else: lost in the longlist, "localisation": no anchor's proposal ever covered it (the
-           best proposal and anchor IoUs are given).
+        1. Candidates: the class-K candidate of every proposal whose class-K
+           refined box covers the object, less detections matched to another
+           object. If any was dropped, the object was lost at the step
+           (``Shortlist.STEPS`` order) that dropped the last of them; the
+           representative is the most probable candidate dropped there.
+           ``score_threshold`` is blamed on classification when that
+           proposal's most probable class is background ("background") or
+           another class ("wrong_class"), on the shortlist when it is K;
+           ``nms`` -> "class_nms" (the suppressing detection and the object
+           it matched), ``cap`` -> "detection_cap", "small_box".
+        2. Else, if a longlist proposal covers it: lost in classification,
+           "localisation" (refinement moved every covering proposal off it).
+        3. Else, if the decoded, clipped box of some anchor covers it: lost in
+           the longlist at the step (``Longlist.STEPS`` order) that dropped
+           the last of those anchors; the representative is the highest
+           objectness dropped there: "pre_nms_top_k", "small_box",
+           "score_threshold", "rpn_nms" (with its suppressor),
+           "post_nms_top_k".
+        4. Else: lost in the longlist, "localisation": no anchor's proposal
+           ever covered it (the best proposal and anchor IoUs are given).
         5. Matched by box, mask IoU < 0.5: "segmentation", "mask_iou".
         """
-        t = self._need_target()
+        labels = self._need_target()["labels"].tolist()
         det_match, gt_match = self._matching
         out = []
         for g, d in enumerate(gt_match):
             if self._crowd[g]:
-                continue
+                continue  # a crowd region is never missed
             if d < 0:
                 out.append(self.attribute(g, det_match))
                 continue
             m = self.mask_iou(d, g)
             if not math.isnan(m) and m < IOU_MATCH:
-                numbers = {"detection": d, "box_iou": float(self.box_ious[d, g]), "mask_iou": m}
-                numbers["iou_threshold"] = IOU_MATCH
-                out.append(Miss(g, int(t["labels"][g]), "segmentation", "mask_iou", numbers, int(d)))
+                numbers = {
+                    "detection": d,
+                    "box_iou": float(self.box_ious[d, g]),
+                    "mask_iou": m,
+                    "iou_threshold": IOU_MATCH,
+                }
+                cause = ("segmentation", "mask_iou")
+                out.append(Miss(g, labels[g], *cause, numbers, d))
         return out
 
     def attribute(self, g: int, det_match: list[int] | None = None) -> Miss:
@@ -790,14 +799,19 @@ class Trace:
         return "\n".join(lines)
 
 
-def explain(model, image: Tensor, target: dict[str, Tensor] | None = None) -> Trace:
-    """Chapter 10. One image through ``model.run`` once, with every record joined in a ``Trace``.
+def explain(
+    model,
+    image: Tensor,
+    target: dict[str, Tensor] | None = None,
+) -> Trace:
+    """Chapter 10. One image through ``model.run`` once, its records joined.
 
-    ``model``: a ``minimask.MaskRCNN`` (ours, the shipped one, or a torchvision model converted
-    with ``minimask.compat.from_torchvision``); ``image`` ``Tensor[3, H, W]`` in [0, 1];
-    ``target`` torchvision's dict (``boxes`` xyxy original pixels, ``labels``, optional
-    ``masks`` (G, H, W) and ``iscrowd``), needed for ``matches``, ``misses`` and
-    ``false_positives``.
+    ``model``: a ``minimask.MaskRCNN`` (ours, the shipped one, or a
+    torchvision model converted with ``compat.from_torchvision``);
+    ``image``: ``Tensor[3, H, W]`` in [0, 1]; ``target``: torchvision's
+    dict (``boxes`` xyxy in original pixels, ``labels``, optional
+    ``masks`` (G, H, W) and ``iscrowd``), needed for ``matches``,
+    ``misses`` and ``false_positives``.
     """
     return Trace(model.run([image]), 0, model.config, target)
 
@@ -888,15 +902,19 @@ class Report:
                 lines.append(f"{r['cause']:32}" + "".join(f"{r[c]:9d}" for c in cols) + f"{ap:>16}  {ims}")
         return "\n".join(lines)
 
-    def markdown(self, what: str = "misses", max_images: int = 4) -> str:
-        """One table as Markdown (for the book)."""
+    def markdown(
+        self, what: str = "misses", max_images: int = 4, by: tuple[str, ...] = ("class", "size"), ap50: bool = True
+    ) -> str:
+        """One table as Markdown (for the book); ``by`` picks the count columns ("class", "size")."""
         rows = self.table(what)
-        cols = ["count", *self.class_names[1:], *SIZES]
-        out = ["| cause | " + " | ".join(cols) + " | ΔAP | ΔAP50 | images |", "|---" * (len(cols) + 4) + "|"]
+        cols = ["count", *(self.class_names[1:] if "class" in by else []), *(SIZES if "size" in by else [])]
+        gains = ["dAP", "dAP50"] if ap50 else ["dAP"]
+        head = ["cause", *cols, *(g.replace("d", "Δ", 1) for g in gains), "images"]
+        out = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for r in rows:
-            ap = ["", ""] if r["dAP"] is None else [f"{r['dAP']:+.3f}", f"{r['dAP50']:+.3f}"]
+            ap = ["" if r[g] is None else f"{r[g]:+.3f}" for g in gains]
             ims = ", ".join(str(i) for i in r["images"][:max_images]) + (", …" if len(r["images"]) > max_images else "")
-            out.append(f"| {r['cause']} | " + " | ".join(str(r[c]) for c in cols) + f" | {ap[0]} | {ap[1]} | {ims} |")
+            out.append("| " + " | ".join([r["cause"], *(str(r[c]) for c in cols), *ap, ims]) + " |")
         return "\n".join(out)
 
     def to_json(self) -> dict:
