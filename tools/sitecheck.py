@@ -322,7 +322,9 @@ PAGE_SCRIPT = r"""
 SLIDER_SCRIPT = r"""
 ((i) => {
   const s = document.querySelectorAll('input[type=range]')[i];
-  s.scrollIntoView({block: 'center', inline: 'center'});
+  // no smooth scrolling (the theme sets it): the slider must be where we measure it
+  document.documentElement.style.scrollBehavior = 'auto';
+  s.scrollIntoView({block: 'center', inline: 'center', behavior: 'instant'});
   const pictures = 'img, svg, canvas, video';
   let widget = s.parentElement;
   while (widget && !widget.querySelector(pictures)) widget = widget.parentElement;
@@ -401,45 +403,61 @@ def _track_x(rect: dict, fraction: float, pad: float = 8) -> float:
     return rect["x"] + pad + fraction * (rect["width"] - 2 * pad)
 
 
-def check_sliders(tab: Tab, count: int) -> list[str]:
-    """Drag each slider with the mouse; its widget's picture must change."""
+def check_sliders(tab: Tab, count: int, attempts: int = 3) -> list[str]:
+    """Drag each slider with the mouse; its widget's picture must change.
+
+    A drag that leaves the value or the picture unchanged is tried again (at most ``attempts``
+    times, re-measuring the slider each time): a slider that works moves on every try, and a
+    broken one fails them all, so a slow page cannot make the check pass or fail by chance.
+    """
     problems = []
     for i in range(count):
-        before = tab.evaluate(SLIDER_SCRIPT % i)
-        name = f"slider '{before['label']}'"
-        if not before["widget"]:
-            problems.append(f"{name}: no picture (img, svg, canvas) in the element around it")
-            continue
-        if before["disabled"] or before["rect"]["width"] < 4:
-            problems.append(f"{name}: cannot be moved (disabled or not shown)")
-            continue
-        shot_before = tab.screenshot(_clip(before["picture"])) if before.get("picture") else b""
-        lo, hi = float(before["min"] or 0), float(before["max"] or 100)
-        frac = (float(before["value"]) - lo) / (hi - lo) if hi > lo else 0.0
-        rect = before["rect"]
-        y = rect["y"] + rect["height"] / 2
-        start, end = _track_x(rect, frac), _track_x(rect, 0.9 if frac < 0.5 else 0.1)
-        tab.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": start, "y": y})
-        tab.call(
-            "Input.dispatchMouseEvent",
-            {"type": "mousePressed", "x": start, "y": y, "button": "left", "buttons": 1, "clickCount": 1},
-        )
-        for k in range(1, 9):
-            x = start + (end - start) * k / 8
-            tab.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y, "button": "left", "buttons": 1})
-        tab.call(
-            "Input.dispatchMouseEvent",
-            {"type": "mouseReleased", "x": end, "y": y, "button": "left", "buttons": 0, "clickCount": 1},
-        )
-        tab.settle(len(tab.browser.events), quiet=0.2, timeout=5)
-        after = tab.evaluate(SLIDER_SCRIPT % i)
-        if after["value"] == before["value"]:
-            problems.append(f"{name}: dragging it with the mouse does not move it (value stays {before['value']})")
-            continue
-        shot_after = tab.screenshot(_clip(before["picture"])) if before.get("picture") else b""
-        if after["signature"] == before["signature"] and shot_after == shot_before:
-            problems.append(f"{name}: moved from {before['value']} to {after['value']} but its picture did not change")
+        problem = None
+        for _ in range(attempts):
+            problem = _drag_slider(tab, i)
+            if problem is None:
+                break
+        if problem:
+            problems.append(problem)
     return problems
+
+
+def _drag_slider(tab: Tab, i: int) -> str | None:
+    """One drag of slider ``i`` across its track; the problem seen, or None."""
+    before = tab.evaluate(SLIDER_SCRIPT % i)
+    time.sleep(0.05)
+    before = tab.evaluate(SLIDER_SCRIPT % i)  # measured again once the scroll has landed
+    name = f"slider '{before['label']}'"
+    if not before["widget"]:
+        return f"{name}: no picture (img, svg, canvas) in the element around it"
+    if before["disabled"] or before["rect"]["width"] < 4:
+        return f"{name}: cannot be moved (disabled or not shown)"
+    shot_before = tab.screenshot(_clip(before["picture"])) if before.get("picture") else b""
+    lo, hi = float(before["min"] or 0), float(before["max"] or 100)
+    frac = (float(before["value"]) - lo) / (hi - lo) if hi > lo else 0.0
+    rect = before["rect"]
+    y = rect["y"] + rect["height"] / 2
+    start, end = _track_x(rect, frac), _track_x(rect, 0.9 if frac < 0.5 else 0.1)
+    tab.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": start, "y": y})
+    tab.call(
+        "Input.dispatchMouseEvent",
+        {"type": "mousePressed", "x": start, "y": y, "button": "left", "buttons": 1, "clickCount": 1},
+    )
+    for k in range(1, 9):
+        x = start + (end - start) * k / 8
+        tab.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y, "button": "left", "buttons": 1})
+    tab.call(
+        "Input.dispatchMouseEvent",
+        {"type": "mouseReleased", "x": end, "y": y, "button": "left", "buttons": 0, "clickCount": 1},
+    )
+    tab.settle(len(tab.browser.events), quiet=0.2, timeout=5)
+    after = tab.evaluate(SLIDER_SCRIPT % i)
+    if after["value"] == before["value"]:
+        return f"{name}: dragging it with the mouse does not move it (value stays {before['value']})"
+    shot_after = tab.screenshot(_clip(before["picture"])) if before.get("picture") else b""
+    if after["signature"] == before["signature"] and shot_after == shot_before:
+        return f"{name}: moved from {before['value']} to {after['value']} but its picture did not change"
+    return None
 
 
 def full_page_screenshot(tab: Tab, tile: int = 8000) -> bytes:
@@ -544,13 +562,15 @@ def check_page(tab: Tab, path: Path, root: Path, shots: Path | None) -> PageResu
         )
     if page["pageExcess"] > 1:
         result.problems.append(f"the page is {page['pageExcess']} px wider than the window")
-    # screenshot for review, before the sliders move
+    # the sliders first: a full-page capture resizes the viewport, which can leave the page
+    # scrolled where the mouse events would miss the slider
+    result.sliders = page["sliders"]
+    result.problems += check_sliders(tab, page["sliders"])
+    # screenshot for review (sliders as the check left them)
     if shots is not None:
         target = shots / path.relative_to(root).with_suffix(".png")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(full_page_screenshot(tab))
-    result.sliders = page["sliders"]
-    result.problems += check_sliders(tab, page["sliders"])
     result.ids = set(page["ids"])
     result.links = page["links"]
     result.seconds = time.monotonic() - t0
