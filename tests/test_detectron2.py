@@ -383,6 +383,9 @@ def test_round_trip_and_the_same_decisions(seeded, tmp_path):
         assert all(torch.equal(again[k], d2[k]) for k in d2)
         sd = back.state_dict()
         assert float(sd["roi_heads.box_predictor.bbox_pred.weight"][:4].abs().max()) == 0.0
+    (tmp_path / "config.yaml").write_text("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 80\n    SCORE_THRESH_TEST: 0.3\n")
+    with_config = from_detectron2(tmp_path / "model_final.pth", tmp_path / "config.yaml")
+    assert with_config.config == D2.replace(box_score_thresh=0.3)
     image = torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(1))
     small = dict(min_size=64, max_size=96)
     seeded.config = D2.replace(**small)

@@ -6,6 +6,11 @@
   given a model, also its thresholds and sizes, read into the ``Config``.
 - ``to_torchvision(model)``: the other way.
 - ``load_coco_weights()``: torchvision's COCO_V1 weights (a download; never called offline).
+- ``from_detectron2(checkpoint, config=None)`` / ``to_detectron2(model)``: Detectron2's
+  ``model_final.pth`` or model zoo ``.pkl`` (read without running code) and its
+  ``config.yaml`` into our model set to Detectron2's rules (``Config.detectron2_r50()``), and
+  back; ``detectron2_rules(cfg, *rules)``: any model under Detectron2's rules, all or one by
+  one (``DETECTRON2_RULES``), to measure what each changes (``agreement``, ``match_boxes``).
 
 Loading refuses a state dict whose keys or shapes do not fit and names them
 (``check_state_dict``, from ``minimask.weights``, which checks every file it loads the same
