@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from minimask import Config, MaskRCNN
-from minimask.anchors import cell_anchors_exact, make_anchors
+from minimask.anchors import anchor_strides, cell_anchors_exact, make_anchors
 from minimask.backbone import build_backbone
 from minimask.classification import Classification
 from minimask.compat import (
@@ -162,6 +162,8 @@ def test_fixed_strides_and_offset():
     shapes = [(200, 272), (100, 136), (50, 68), (25, 34), (13, 17)]
     tv = make_anchors((800, 1088), shapes, TV)[4]
     d2 = make_anchors((800, 1088), shapes, D2.replace(round_cell_anchors=True))[4]
+    assert anchor_strides((800, 1088), shapes, TV)[4] == (61, 64)  # what the Objectness record says
+    assert anchor_strides((800, 1088), shapes, D2)[4] == (64, 64)
     last_row = (12 * 17) * 3 + 1  # cell (12, 0), the square anchor
     assert tv[last_row].tolist() == [-256.0, 12 * 61 - 256.0, 256.0, 12 * 61 + 256.0]
     assert d2[last_row].tolist() == [-256.0, 12 * 64 - 256.0, 256.0, 12 * 64 + 256.0]

@@ -72,6 +72,16 @@ def fixed_strides(num_levels: int) -> list[tuple[int, int]]:
     return [(2 ** (level + 2),) * 2 for level in range(num_levels)]
 
 
+def anchor_strides(
+    padded_size: tuple[int, int], feature_shapes: list[tuple[int, int]], cfg: Config
+) -> list[tuple[int, int]]:
+    """Chapter 3. The strides the anchors are laid out with: ``cfg.anchor_strides`` picks
+    torchvision's ``level_strides`` ("from_sizes") or Detectron2's ``fixed_strides``."""
+    if cfg.anchor_strides == "fixed":
+        return fixed_strides(len(feature_shapes))
+    return level_strides(padded_size, feature_shapes)
+
+
 def anchors_per_location(cfg: Config) -> int:
     """Chapter 3. A_cell: cell anchors per position (sizes per level x aspect ratios)."""
     return len(cfg.anchor_sizes[0]) * len(cfg.aspect_ratios)
@@ -107,10 +117,7 @@ def make_anchors(
             f"{len(feature_shapes)} feature maps but Config.anchor_sizes has {len(cfg.anchor_sizes)} levels"
         )
     out = []
-    if cfg.anchor_strides == "fixed":  # Detectron2: the backbone's strides
-        strides = fixed_strides(len(feature_shapes))
-    else:
-        strides = level_strides(padded_size, feature_shapes)
+    strides = anchor_strides(padded_size, feature_shapes, cfg)
     make_cell = cell_anchors if cfg.round_cell_anchors else cell_anchors_exact
     for (h, w), (sy, sx), sizes in zip(feature_shapes, strides, cfg.anchor_sizes, strict=True):
         cell = make_cell(sizes, cfg.aspect_ratios, dtype=dtype, device=device)  # (A_cell, 4)

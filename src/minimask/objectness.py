@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from minimask import boxes
-from minimask.anchors import anchor_coordinates, anchors_per_location, level_strides, make_anchors
+from minimask.anchors import anchor_coordinates, anchor_strides, anchors_per_location, make_anchors
 from minimask.backbone import Features
 from minimask.config import Config
 from minimask.transform import Batch
@@ -130,7 +130,7 @@ def score_anchors(head: nn.Module, features: Features, batch: Batch, cfg: Config
     logits = torch.cat([flatten_level(t, 1) for t in logits_per_level], dim=1)[..., 0]  # (N, A)
     deltas = torch.cat([flatten_level(t, 4) for t in deltas_per_level], dim=1)  # (N, A, 4)
     anchor_level, y, x, cell = anchor_coordinates(shapes, a_cell, device=device)
-    strides = level_strides(features.padded_size, shapes)
+    strides = anchor_strides(features.padded_size, shapes, cfg)
     records = []
     for i in range(logits.shape[0]):
         proposals = boxes.decode(deltas[i].detach(), anchors, cfg.rpn_bbox_reg_weights, cfg.bbox_xform_clip)
