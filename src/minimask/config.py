@@ -131,7 +131,10 @@ class Config:
 
     The defaults are torchvision's ``maskrcnn_resnet50_fpn`` (v1) values, so
     ``Config()`` == ``Config.torchvision_r50()``. ``Config.shapes()`` is the small model
-    trained on the CPU for the book. Invalid values raise ``ValueError`` naming the field.
+    trained on the CPU for the book; ``Config.detectron2_r50()`` decides by Detectron2's values
+    and rules (chapter 11: each rule is a field, with the Detectron2 key or function that
+    makes it; torchvision's value leaves each stage as it was). Invalid values raise
+    ``ValueError`` naming the field.
     """
 
     # --- chapter 1-2, input: torchvision GeneralizedRCNNTransform ----------------------------
