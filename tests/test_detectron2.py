@@ -467,4 +467,5 @@ def test_class_names():
 def test_state_dict_in_memory_loads_too(seeded):
     d2 = OrderedDict(to_detectron2(seeded))
     d2["pixel_mean"] = torch.zeros(3, 1, 1)  # older checkpoints carry these buffers: ignored
+    d2["backbone.bottom_up.stem.conv1.norm.num_batches_tracked"] = torch.tensor(7)  # NORM: "BN"
     assert isinstance(from_detectron2(d2), MaskRCNN)

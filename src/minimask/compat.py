@@ -426,8 +426,11 @@ _D2_RULES: tuple[tuple[str, str], ...] = (
     (r"roi_heads\.mask_predictor\.conv5_mask\.(\w+)", "roi_heads.mask_head.deconv.{0}"),
     (r"roi_heads\.mask_predictor\.mask_fcn_logits\.(\w+)", "roi_heads.mask_head.predictor.{0}"),
 )
-# Buffers some Detectron2 checkpoints carry that are not weights (now non-persistent there).
-_D2_IGNORED = re.compile(r"^(pixel_mean|pixel_std|proposal_generator\.anchor_generator\.cell_anchors\.\d+)$")
+# Buffers some Detectron2 checkpoints carry that are not weights (now non-persistent there), and
+# BatchNorm's step counters (NORM = "BN"), which inference never reads.
+_D2_IGNORED = re.compile(
+    r"^(pixel_mean|pixel_std|proposal_generator\.anchor_generator\.cell_anchors\.\d+|.*\.num_batches_tracked)$"
+)
 
 
 def _fill(template: str, groups: tuple[str, ...]) -> str:
