@@ -469,3 +469,12 @@ def test_state_dict_in_memory_loads_too(seeded):
     d2["pixel_mean"] = torch.zeros(3, 1, 1)  # older checkpoints carry these buffers: ignored
     d2["backbone.bottom_up.stem.conv1.norm.num_batches_tracked"] = torch.tensor(7)  # NORM: "BN"
     assert isinstance(from_detectron2(d2), MaskRCNN)
+
+
+def test_pth_of_numpy_arrays_and_a_ddp_prefix(tmp_path):
+    """Checkpoints converted from other tools hold numpy arrays; DDP adds "module." (stripped)."""
+    arrays = {"module.roi_heads.box_head.fc1.bias": np.arange(3, dtype=np.float32), "module.x": np.zeros((2, 2))}
+    torch.save({"model": arrays, "iteration": np.int64(5)}, tmp_path / "np.pth")
+    state = read_detectron2_checkpoint(tmp_path / "np.pth")
+    assert list(state) == ["roi_heads.box_head.fc1.bias", "x"]
+    assert torch.equal(state["roi_heads.box_head.fc1.bias"], torch.arange(3, dtype=torch.float32))
