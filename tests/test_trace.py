@@ -456,3 +456,67 @@ def test_explain_a_torchvision_model_through_compat():
     for lin in tr.detections:
         assert tr.longlist.fate_of(lin.anchor.row) == "kept" and tr.shortlist.fate_of(lin.candidate) == "kept"
     assert len(tr.matches) + sum(m.stage != "segmentation" for m in tr.misses) == len(target["labels"])
+
+
+# --- the command lines ------------------------------------------------------------------------------
+def _small_split(tmp_path, n=3):
+    """The first ``n`` val images and their annotations as a COCO directory."""
+    import json
+    import shutil
+
+    from minimask.data import SHAPES_VAL
+
+    coco = json.loads((SHAPES_VAL / "annotations.json").read_text())
+    images = coco["images"][:n]
+    ids = {im["id"] for im in images}
+    (tmp_path / "images").mkdir(parents=True)
+    for im in images:
+        shutil.copy(SHAPES_VAL / "images" / im["file_name"], tmp_path / "images" / im["file_name"])
+    coco["images"] = images
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in ids]
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    return tmp_path
+
+
+def test_evaluate_explain_prints_the_tables_and_writes_them(tmp_path, capsys):
+    import json
+
+    from minimask import evaluate
+
+    data = _small_split(tmp_path / "data")
+    out = tmp_path / "report.json"
+    assert evaluate.main(["--data", str(data), "--explain", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("bbox") < printed.index("missed objects") < printed.index("false positives")
+    report = json.loads(out.read_text())
+    assert report["explain"]["images"] == 3 and "fixed" in report["explain"]
+
+
+def test_predict_explain_cli(tmp_path):
+    """Per image a figure and a report; bad input: one line naming the file, status 2, no traceback."""
+    import subprocess
+    import sys
+
+    from minimask.data import SHAPES_VAL
+
+    image = str(SHAPES_VAL / "images" / "000081.png")
+    ann = str(SHAPES_VAL / "annotations.json")
+    cmd = [sys.executable, "-m", "minimask.predict"]
+    done = subprocess.run([*cmd, image, "--explain", "--annotations", ann, "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "000081_explain.png").stat().st_size > 1000
+    assert "class_nms" in (tmp_path / "out" / "000081_explain.txt").read_text()
+    stray = tmp_path / "stray.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(stray)
+    for args, needle in (
+        ([str(stray), "--annotations", ann], "stray.png"),
+        ([str(tmp_path / "nope.png")], "nope.png"),
+        ([image, "--annotations", str(tmp_path / "none.json")], "none.json"),
+    ):
+        done = subprocess.run([*cmd, *args, "--explain", "--out", str(tmp_path / "o2")], capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        assert needle in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1

@@ -172,6 +172,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="JSON file for the numbers (default: print only)")
+    p.add_argument("--explain", action="store_true",
+                   help="also explain every error (chapter 10): misses by stage and reason, false positives by kind")  # fmt: skip
     args = p.parse_args(list(argv) if argv is not None else None)
     data_dir = Path(args.data) if args.data else Path(SHAPES_VAL)
     ann = data_dir / "annotations.json"
@@ -189,6 +191,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     print(format_table(report))
     print(f"{report['images']} images, {report['detections']} detections, {report['seconds']} s, "
           f"paste={report['mask_paste']}")  # fmt: skip
+    if args.explain:  # chapter 10: the errors behind the AP, with the decision that made each
+        from minimask.trace import explain_dataset
+
+        explained = explain_dataset(model, dataset, args.batch_size, progress=True)
+        print(explained.format())
+        report["explain"] = explained.to_json()
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -70,9 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default="shapes", help="'shapes' (shipped) or a .safetensors file")
     p.add_argument("--score", type=float, default=None, help="box_score_thresh (default: the config's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--explain", action="store_true",
+                   help="also explain each image (chapter 10): DIR/NAME_explain.png and DIR/NAME_explain.txt")  # fmt: skip
+    p.add_argument("--annotations", default=None,
+                   help="with --explain: a COCO file with the images' objects (misses, false positives)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.annotations and not args.explain:
+        p.error("--annotations needs --explain")
     try:
-        written = predict_files(args.images, Path(args.out), args.weights, args.score, args.device)
+        written = []
+        if args.explain:  # chapter 10: lineage of each detection; with annotations, misses and false positives
+            from minimask.trace import explain_files
+
+            written += explain_files(args.images, Path(args.out), args.weights, args.annotations, args.score,
+                                     args.device)  # fmt: skip
+        written += predict_files(args.images, Path(args.out), args.weights, args.score, args.device)
     except (FileNotFoundError, ValueError) as err:  # an unreadable image or weights file: the error names it
         p.exit(2, f"error: {err}\n")
     print(f"wrote {len(written)} files into {args.out}")
