@@ -478,3 +478,37 @@ def test_pth_of_numpy_arrays_and_a_ddp_prefix(tmp_path):
     state = read_detectron2_checkpoint(tmp_path / "np.pth")
     assert list(state) == ["roi_heads.box_head.fc1.bias", "x"]
     assert torch.equal(state["roi_heads.box_head.fc1.bias"], torch.arange(3, dtype=torch.float32))
+
+
+# --- the command line -------------------------------------------------------------------------------
+def test_predict_and_explain_a_detectron2_checkpoint(seeded, tmp_path):
+    """python -m minimask.predict IMAGE --detectron2 model_final.pth --config config.yaml [--explain]."""
+    import json
+
+    from minimask import predict
+
+    torch.save({"model": to_detectron2(seeded)}, tmp_path / "model_final.pth")
+    (tmp_path / "config.yaml").write_text(
+        "INPUT:\n  MIN_SIZE_TEST: 64\n  MAX_SIZE_TEST: 96\nMODEL:\n  ROI_HEADS:\n    SCORE_THRESH_TEST: 0.0\n"
+    )
+    pixels = (torch.rand(40, 56, 3, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
+    Image.fromarray(pixels.numpy()).save(tmp_path / "photo.png")
+    args = [
+        str(tmp_path / "photo.png"),
+        "--out",
+        str(tmp_path / "out"),
+        "--detectron2",
+        str(tmp_path / "model_final.pth"),
+    ]
+    assert predict.main([*args, "--config", str(tmp_path / "config.yaml")]) == 0
+    written = json.loads((tmp_path / "out" / "photo.json").read_text())
+    model = from_detectron2(tmp_path / "model_final.pth", tmp_path / "config.yaml")
+    expected = model([pixels.permute(2, 0, 1)])[0]
+    assert len(written["scores"]) == len(expected["scores"]) > 0
+    np.testing.assert_allclose(written["boxes"], expected["boxes"].numpy(), atol=0.01)
+    assert written["class_names"][0] == detectron2_class_names(81)[written["labels"][0]]
+    assert predict.main([*args, "--config", str(tmp_path / "config.yaml"), "--explain"]) == 0
+    report = (tmp_path / "out" / "photo_explain.txt").read_text()
+    assert "photo.png" in report and (tmp_path / "out" / "photo_explain.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):  # --config without --detectron2: a one-line error, exit 2
+        predict.main([str(tmp_path / "photo.png"), "--out", str(tmp_path / "o2"), "--config", "x.yaml"])

@@ -7,6 +7,11 @@ names, scores, and masks as COCO RLE thresholded at ``config.mask_threshold``). 
 read by ``minimask.coco.read_image``, the data loader's reader (any mode: grey, palette, RGBA,
 16-bit). A missing or unreadable image or weights file stops it with a one-line error naming
 the file (exit status 2).
+
+``--detectron2 model_final.pth [--config config.yaml]`` runs a Detectron2 checkpoint instead of
+``--weights`` (``compat.from_detectron2``: its weights and Detectron2's rules; without
+``--config``, the model zoo's R50-FPN Mask R-CNN), with ``--explain`` too: a Detectron2 user
+explains their own model from the command line (chapter 11).
 """
 
 from __future__ import annotations
@@ -37,18 +42,31 @@ def prediction_json(output: dict, class_names: list[str], threshold: float) -> d
     }
 
 
-@torch.no_grad()
-def predict_files(paths: list[str], out: Path, weights: str = "shapes", score: float | None = None,
-                  device: str = "cpu", progress: bool = True) -> list[Path]:  # fmt: skip
-    """Predict every image in ``paths`` and write its drawing and JSON into ``out``."""
-    from minimask import viz
+def load_model(weights: str = "shapes", device: str = "cpu", detectron2: str | None = None,
+               config: str | None = None) -> tuple[torch.nn.Module, list[str]]:  # fmt: skip
+    """The model in eval mode and its class names (index 0 "__background__"): ``weights`` (the
+    shipped or a trained model), or a Detectron2 checkpoint and its config.yaml (chapter 11)."""
+    if detectron2 is not None:
+        from minimask.compat import detectron2_class_names, from_detectron2
+
+        model = from_detectron2(detectron2, config).to(device)
+        return model, detectron2_class_names(model.config.num_classes)
     from minimask.shapes import CLASS_NAMES
     from minimask.weights import load_pretrained
 
-    model = load_pretrained(weights, device=device)
+    return load_pretrained(weights, device=device), list(CLASS_NAMES)
+
+
+@torch.no_grad()
+def predict_files(paths: list[str], out: Path, weights: str = "shapes", score: float | None = None,
+                  device: str = "cpu", progress: bool = True, detectron2: str | None = None,
+                  config: str | None = None) -> list[Path]:  # fmt: skip
+    """Predict every image in ``paths`` and write its drawing and JSON into ``out``."""
+    from minimask import viz
+
+    model, class_names = load_model(weights, device, detectron2, config)
     if score is not None:
         model.config = model.config.replace(box_score_thresh=score)
-    class_names = list(CLASS_NAMES)  # index 0 is "__background__"
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in tqdm(paths, desc="predict", disable=not progress):
@@ -63,6 +81,36 @@ def predict_files(paths: list[str], out: Path, weights: str = "shapes", score: f
     return written
 
 
+def explain_detectron2_files(paths: list[str], out: Path, checkpoint: str, config: str | None = None,
+                             annotations: str | None = None, score: float | None = None, device: str = "cpu",
+                             progress: bool = True) -> list[Path]:  # fmt: skip
+    """``--detectron2 ... --explain``: ``trace.explain_files``'s figure and report per image, for the
+    model ``compat.from_detectron2`` reads from a Detectron2 checkpoint (chapter 11)."""
+    from minimask.trace import explain, targets_for_files
+    from minimask.viz import plt
+    from minimask.viz import trace as vtrace
+
+    images = [read_image(p) for p in paths]  # every file checked before the model is loaded
+    model, names = load_model(device=device, detectron2=checkpoint, config=config)
+    targets: list[dict | None] = [None] * len(paths)
+    if annotations is not None:
+        targets, names = targets_for_files(paths, annotations)
+    if score is not None:
+        model.config = model.config.replace(box_score_thresh=score)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, image, target in tqdm(list(zip(paths, images, targets, strict=True)), desc="explain",
+                                    disable=not progress):  # fmt: skip
+        tr = explain(model, image.to(device), target)
+        stem = Path(path).stem
+        (out / f"{stem}_explain.txt").write_text(f"{path}\n{tr.report(names)}\n")
+        fig = vtrace.errors(image, tr, names)
+        fig.savefig(out / f"{stem}_explain.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        written += [out / f"{stem}_explain.png", out / f"{stem}_explain.txt"]
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m minimask.predict", description=__doc__.split("\n")[0])
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ... any mode)")
@@ -74,17 +122,27 @@ def main(argv: list[str] | None = None) -> int:
                    help="also explain each image (chapter 10): DIR/NAME_explain.png and DIR/NAME_explain.txt")  # fmt: skip
     p.add_argument("--annotations", default=None,
                    help="with --explain: a COCO file with the images' objects (misses, false positives)")  # fmt: skip
+    p.add_argument("--detectron2", metavar="CHECKPOINT", default=None,
+                   help="a Detectron2 model_final.pth or model zoo .pkl instead of --weights (chapter 11)")  # fmt: skip
+    p.add_argument("--config", metavar="YAML", default=None,
+                   help="with --detectron2: its config.yaml (default: the model zoo's R50-FPN Mask R-CNN)")  # fmt: skip
     args = p.parse_args(argv)
     if args.annotations and not args.explain:
         p.error("--annotations needs --explain")
+    if args.config and not args.detectron2:
+        p.error("--config needs --detectron2")
     try:
         written = []
-        if args.explain:  # chapter 10: lineage of each detection; with annotations, misses and false positives
+        if args.explain and args.detectron2:  # chapter 11: a Detectron2 model explained
+            written += explain_detectron2_files(args.images, Path(args.out), args.detectron2, args.config,
+                                                args.annotations, args.score, args.device)  # fmt: skip
+        elif args.explain:  # chapter 10: lineage of each detection; with annotations, misses and false positives
             from minimask.trace import explain_files
 
             written += explain_files(args.images, Path(args.out), args.weights, args.annotations, args.score,
                                      args.device)  # fmt: skip
-        written += predict_files(args.images, Path(args.out), args.weights, args.score, args.device)
+        written += predict_files(args.images, Path(args.out), args.weights, args.score, args.device,
+                                 detectron2=args.detectron2, config=args.config)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:  # an unreadable image or weights file: the error names it
         p.exit(2, f"error: {err}\n")
     print(f"wrote {len(written)} files into {args.out}")
