@@ -1,6 +1,6 @@
 """Figures for the book. One palette for the whole book; functions return a Figure.
 
-Conventions (STYLE.md): one colour per class (Okabe-Ito, colour-blind safe) and, before
+Conventions: one colour per class (Okabe-Ito, colour-blind safe) and, before
 classification, one colour per FPN level; kept boxes solid 2 pt; dropped boxes thin grey
 dotted; ground truth black dashed. Functions take a stage record or tensors and an optional
 ``ax``, and never call ``show`` or ``savefig``.

@@ -3,7 +3,7 @@
 Every function takes a stage record (``transform.Batch``, ``backbone.Features``,
 ``objectness.Objectness``, ``targets.RpnTargets``, ``longlist.Longlist``) or plain tensors,
 plus the picture to draw on, and returns a ``Figure``; none calls ``show`` or ``savefig``.
-Conventions of the book (STYLE.md): before classification one colour per FPN level
+Conventions of the book: before classification one colour per FPN level
 (``viz.level_color``); kept boxes solid, dropped ones thin grey dotted; ground truth black
 dashed. Pictures are ``Tensor[3, h, w]`` in [0, 1] at the size the boxes are in (the
 resized image for every record of these chapters).
