@@ -81,36 +81,6 @@ def predict_files(paths: list[str], out: Path, weights: str = "shapes", score: f
     return written
 
 
-def explain_detectron2_files(paths: list[str], out: Path, checkpoint: str, config: str | None = None,
-                             annotations: str | None = None, score: float | None = None, device: str = "cpu",
-                             progress: bool = True) -> list[Path]:  # fmt: skip
-    """``--detectron2 ... --explain``: ``trace.explain_files``'s figure and report per image, for the
-    model ``compat.from_detectron2`` reads from a Detectron2 checkpoint (chapter 11)."""
-    from minimask.trace import explain, targets_for_files
-    from minimask.viz import plt
-    from minimask.viz import trace as vtrace
-
-    images = [read_image(p) for p in paths]  # every file checked before the model is loaded
-    model, names = load_model(device=device, detectron2=checkpoint, config=config)
-    targets: list[dict | None] = [None] * len(paths)
-    if annotations is not None:
-        targets, names = targets_for_files(paths, annotations)
-    if score is not None:
-        model.config = model.config.replace(box_score_thresh=score)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, image, target in tqdm(list(zip(paths, images, targets, strict=True)), desc="explain",
-                                    disable=not progress):  # fmt: skip
-        tr = explain(model, image.to(device), target)
-        stem = Path(path).stem
-        (out / f"{stem}_explain.txt").write_text(f"{path}\n{tr.report(names)}\n")
-        fig = vtrace.errors(image, tr, names)
-        fig.savefig(out / f"{stem}_explain.png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        written += [out / f"{stem}_explain.png", out / f"{stem}_explain.txt"]
-    return written
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m minimask.predict", description=__doc__.split("\n")[0])
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ... any mode)")
@@ -133,14 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--config needs --detectron2")
     try:
         written = []
-        if args.explain and args.detectron2:  # chapter 11: a Detectron2 model explained
-            written += explain_detectron2_files(args.images, Path(args.out), args.detectron2, args.config,
-                                                args.annotations, args.score, args.device)  # fmt: skip
-        elif args.explain:  # chapter 10: lineage of each detection; with annotations, misses and false positives
+        if args.explain:  # chapter 10: lineage of each detection; with annotations, misses and false positives
             from minimask.trace import explain_files
 
+            model = names = None
+            if args.detectron2:  # chapter 11: a Detectron2 model explained (images checked before it loads)
+                for path in args.images:
+                    read_image(path)
+                model, names = load_model(device=args.device, detectron2=args.detectron2, config=args.config)
             written += explain_files(args.images, Path(args.out), args.weights, args.annotations, args.score,
-                                     args.device)  # fmt: skip
+                                     args.device, model=model, class_names=names)  # fmt: skip
         written += predict_files(args.images, Path(args.out), args.weights, args.score, args.device,
                                  detectron2=args.detectron2, config=args.config)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:  # an unreadable image or weights file: the error names it

@@ -1109,8 +1109,13 @@ def explain_files(
     score: float | None = None,
     device: str = "cpu",
     progress: bool = True,
+    model=None,
+    class_names: list[str] | None = None,
 ) -> list:
     """``python -m minimask.predict IMAGE... --explain --out DIR [--annotations FILE]``.
+
+    The model is ``load_pretrained(weights)``, or ``model`` with its ``class_names`` when
+    given (e.g. a Detectron2 model, ``compat.from_detectron2``).
 
     Per image ``NAME``: ``DIR/NAME_explain.png`` (the detections; with annotations, the misses
     labelled with their cause and the false positives dotted) and ``DIR/NAME_explain.txt``
@@ -1129,10 +1134,11 @@ def explain_files(
 
     images = [read_image(p) for p in paths]  # every file checked before the model is loaded
     targets: list[dict[str, Tensor] | None] = [None] * len(paths)
-    names = list(CLASS_NAMES)
+    names = list(class_names) if class_names is not None else list(CLASS_NAMES)
     if annotations is not None:
         targets, names = targets_for_files(paths, annotations)
-    model = load_pretrained(weights, device=device)
+    if model is None:
+        model = load_pretrained(weights, device=device)
     if score is not None:
         model.config = model.config.replace(box_score_thresh=score)
     out = Path(out)
