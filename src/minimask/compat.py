@@ -45,7 +45,7 @@ from minimask.backbone import build_backbone
 from minimask.config import Config
 from minimask.model import MaskRCNN
 from minimask.pooling import POOLED_MAPS
-from minimask.weights import check_state_dict
+from minimask.weights import check_state_dict, fit_problems
 
 # Values torchvision hard-codes: a Config that differs cannot be expressed as a torchvision model.
 _HARD_CODED = {
@@ -803,20 +803,8 @@ def from_detectron2(checkpoint: str | Path | Mapping[str, Tensor], config: str |
         state, source = read_detectron2_checkpoint(checkpoint), str(checkpoint)
     state = OrderedDict((k, v) for k, v in state.items() if not _D2_IGNORED.match(k))
     model = MaskRCNN(cfg)
-    expected = to_detectron2(model)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: {tuple(state[k].shape)} given, {tuple(expected[k].shape)} expected"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = [
-            f"{len(keys)} {what}: " + ", ".join(keys)
-            for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
-            if keys
-        ]
+    parts = fit_problems(to_detectron2(model), state, limit=None)
+    if parts:
         hint = "" if config is not None else " (pass the checkpoint's config.yaml: the default is the COCO R50-FPN)"
         raise ValueError(f"{source} does not fit Detectron2's R50-FPN Mask R-CNN{hint}: " + "; ".join(parts))
     ours = _from_detectron2_state({k: v.to(torch.float32) for k, v in state.items()})

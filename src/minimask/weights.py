@@ -76,6 +76,17 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor], source
     expected = module.state_dict()
     frozen = {name for name, m in module.named_modules() if isinstance(m, FrozenBatchNorm2d)}
     given = {k: v for k, v in state_dict.items() if not _frozen_counter(k, frozen)}
+    parts = fit_problems(expected, given)
+    if parts:
+        raise ValueError(f"{source} does not fit {type(module).__name__}: " + "; ".join(parts))
+
+
+def fit_problems(expected: Mapping[str, Tensor], given: Mapping[str, Tensor], limit: int | None = 10) -> list[str]:
+    """Chapter 9. What keeps ``given`` from fitting ``expected``, one line per kind of problem.
+
+    Missing keys, unexpected keys and shape mismatches (given and expected shape), each with
+    its count and its first ``limit`` keys (all with ``limit=None``); [] when it fits.
+    """
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     shapes = [
@@ -83,13 +94,13 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor], source
         for k in expected
         if k in given and tuple(given[k].shape) != tuple(expected[k].shape)
     ]
-    if missing or unexpected or shapes:
-        parts = []
-        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-            if keys:
-                more = f" ... and {len(keys) - 10} more" if len(keys) > 10 else ""
-                parts.append(f"{len(keys)} {what}: " + ", ".join(keys[:10]) + more)
-        raise ValueError(f"{source} does not fit {type(module).__name__}: " + "; ".join(parts))
+    parts = []
+    for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if keys:
+            shown = keys if limit is None else keys[:limit]
+            more = f" ... and {len(keys) - len(shown)} more" if len(keys) > len(shown) else ""
+            parts.append(f"{len(keys)} {what}: " + ", ".join(shown) + more)
+    return parts
 
 
 def _frozen_counter(key: str, frozen: set[str]) -> bool:
