@@ -641,7 +641,8 @@ def check_site(
     if binary is None:
         raise SystemExit("sitecheck: no chromium on PATH (`make site-check` installs Debian's package)")
     root = root.resolve()
-    pages = [p.resolve() for p in (pages or pages_of(root))]
+    # a page given as a path inside the site (chapters/x.html) or as a path from here
+    pages = [(p if p.exists() else root / p).resolve() for p in (pages or pages_of(root))]
     browser = Browser(binary, width, height)
     try:
         tab = Tab(browser)
