@@ -29,7 +29,7 @@ from torch import Tensor
 from minimask import boxes as box_ops
 from minimask.fates import CODE
 from minimask.targets import LOW_QUALITY
-from minimask.viz import DROPPED_STYLE, FIG_WIDTH, GT_STYLE, _image_array, level_color
+from minimask.viz import DROPPED_STYLE, FIG_WIDTH, GT_STYLE, _figure_and_axes, _image_array, level_color
 
 LEVEL_NAMES = ("P2", "P3", "P4", "P5", "P6")
 SMALL = 10.0  # points: titles and labels of small panels (the book's default is viz.FONT_SIZE)
@@ -170,10 +170,7 @@ def level_sizes(object_sides, anchor_sizes: Sequence[Sequence[float]], ax: plt.A
     sides = np.asarray(object_sides, dtype=np.float64)
     sizes = [float(s[0]) for s in anchor_sizes]
     edges = [0.0] + [math.sqrt(a * b) for a, b in zip(sizes, sizes[1:], strict=False)] + [math.inf]
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(FIG_WIDTH, 3.2))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 3.2))
     top = max(float(sides.max()) if sides.size else 1.0, sizes[-1]) * 1.15
     bins = np.geomspace(max(1.0, min(sizes) / 2), top, 40)
     for level, size in enumerate(sizes):
@@ -284,10 +281,7 @@ def anchors_to_boxes(obj, rows, picture, gt_boxes=None, ax: plt.Axes | None = No
     """
     rows = torch.as_tensor(rows, dtype=torch.int64).reshape(-1)
     h, w = obj.image_size
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 5.2 * h / w + 0.6))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, (5.2, 5.2 * h / w + 0.6))
     _picture(ax, picture, grey=True)
     _ground_truth(ax, gt_boxes)
     scores = torch.sigmoid(obj.logits.detach())
@@ -437,10 +431,7 @@ def funnel(counts: dict[str, Sequence[int]], ax: plt.Axes | None = None, title: 
     ``counts`` as returned by ``funnel_per_level`` (or summed over images). Log scale: the
     input is ~100 times the output.
     """
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(FIG_WIDTH, 3.6))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 3.6))
     steps = list(counts)
     x = np.arange(len(steps))
     table = np.array([counts[s] for s in steps], dtype=np.float64)  # (steps, levels)
@@ -558,10 +549,7 @@ def recall_ledger(
     objects and images) after the input and each step, for each level and (last column) any
     level; ``num_objects`` the number of objects; ``steps`` the longlist's ``STEPS``.
     """
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(FIG_WIDTH, 3.6))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 3.6))
     names = ["input", *steps]
     x = np.arange(len(names))
     table = covered.double().numpy() / max(num_objects, 1)
@@ -602,10 +590,7 @@ def proposals(
 ) -> Figure:
     """Chapter 4. The ``top`` best proposals of the longlist, in their anchor level's colour."""
     h, w = longlist.image_size
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 5.2 * h / w + 0.6))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, (5.2, 5.2 * h / w + 0.6))
     _picture(ax, picture, grey=True)
     n = min(top, len(longlist))
     for box, level in zip(longlist.boxes[:n].flip(0).tolist(), longlist.anchor_level[:n].flip(0).tolist(), strict=True):

@@ -15,7 +15,7 @@ from matplotlib.patches import Rectangle
 
 from minimask.compat import match_boxes
 from minimask.model import Run
-from minimask.viz import OKABE_ITO, _image_array
+from minimask.viz import OKABE_ITO, _figure_and_axes, _image_array
 
 ONLY_A, ONLY_B, BOTH = OKABE_ITO[0], OKABE_ITO[4], "0.6"
 
@@ -119,10 +119,7 @@ def rule_effects(
     """Chapter 11. Share of detections each rule changes, alone: one bar per rule (``changed`` in [0, 1])."""
     if len(names) != len(changed):
         raise ValueError(f"{len(names)} rule names for {len(changed)} values")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(names) + 1.0))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, (6.4, 0.32 * len(names) + 1.0))
     y = np.arange(len(names))
     values = 100 * np.asarray(changed, dtype=float)
     ax.barh(y, values, color=[ONLY_B if v > 0 else BOTH for v in values])
