@@ -65,7 +65,7 @@ def test_every_field_has_provenance_and_table_renders():
         assert 1 <= f.metadata["chapter"] <= 11
     rows = config_table(Config.shapes())
     assert len(rows) == len(dataclasses.fields(Config))
-    assert {r["name"]: r["value"] for r in rows}["min_size"] == Config.shapes().min_size == 256
+    assert {r["name"]: r["value"] for r in rows}["min_size"] == Config.shapes().min_size == 320
     ch6 = config_table(chapter=6)
     assert {r["name"] for r in ch6} >= {"box_score_thresh", "box_nms_thresh", "box_detections_per_img"}
     assert {r["name"]: r for r in ch6}["box_score_thresh"]["detectron2"] == "MODEL.ROI_HEADS.SCORE_THRESH_TEST"
@@ -74,7 +74,7 @@ def test_every_field_has_provenance_and_table_renders():
 
 def test_shapes_preset_is_valid_and_round_trips_through_json():
     cfg = Config.shapes()
-    assert cfg.backbone == "small" and cfg.num_classes == 4
+    assert cfg.backbone == "small" and cfg.num_classes == 7 and cfg.canonical_scale == 32
     back = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg
     with pytest.raises(ValueError, match="unknown Config field.*not_a_field"):

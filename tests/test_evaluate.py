@@ -67,11 +67,13 @@ def test_encode_masks_round_trip_through_pycocotools():
 
 def test_paste_ceilings_on_the_val_split(val):
     """Ground truth through the 28x28 mask target and back: torchvision's integer paste loses
-    AP on these small objects; the sub-pixel paste nearly recovers the masks."""
+    AP on these small objects; the sub-pixel paste recovers most of it. What it cannot recover
+    is the 28x28 grid itself: the rings' holes and the thin arms of crosses and ells of the
+    shapes v2 data (ceiling about 0.93 on the committed split)."""
     cfg = Config.shapes()
     tv = paste_ceiling(val, cfg, progress=False)
     sub = paste_ceiling(val, cfg.replace(mask_paste="subpixel"), progress=False)
-    assert sub["AP"] > 0.98, sub
+    assert sub["AP"] > 0.9, sub
     assert tv["AP"] < sub["AP"] - 0.05, (tv, sub)
     assert tv["APs"] < tv["APm"], "small objects suffer most from the integer paste"
 

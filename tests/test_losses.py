@@ -204,6 +204,7 @@ def _torchvision_model(cfg: Config):
     from minimask.backbone import build_backbone
 
     c, names = cfg.fpn_out_channels, ["0", "1", "2", "3"]
+    levels = {"canonical_scale": cfg.canonical_scale, "canonical_level": cfg.canonical_level}
     return TvMaskRCNN(
         build_backbone(cfg), None, min_size=cfg.min_size, max_size=cfg.max_size,
         image_mean=list(cfg.image_mean), image_std=list(cfg.image_std),
@@ -214,14 +215,14 @@ def _torchvision_model(cfg: Config):
         rpn_nms_thresh=cfg.rpn_nms_thresh, rpn_fg_iou_thresh=cfg.rpn_fg_iou_thresh,
         rpn_bg_iou_thresh=cfg.rpn_bg_iou_thresh, rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
         rpn_positive_fraction=cfg.rpn_positive_fraction, rpn_score_thresh=cfg.rpn_score_thresh,
-        box_roi_pool=MultiScaleRoIAlign(names, cfg.box_roi_output_size, cfg.box_roi_sampling_ratio),
+        box_roi_pool=MultiScaleRoIAlign(names, cfg.box_roi_output_size, cfg.box_roi_sampling_ratio, **levels),
         box_head=TwoMLPHead(c * cfg.box_roi_output_size**2, cfg.box_head_dim),
         box_predictor=FastRCNNPredictor(cfg.box_head_dim, cfg.num_classes),
         box_score_thresh=cfg.box_score_thresh, box_nms_thresh=cfg.box_nms_thresh,
         box_detections_per_img=cfg.box_detections_per_img, box_fg_iou_thresh=cfg.box_fg_iou_thresh,
         box_bg_iou_thresh=cfg.box_bg_iou_thresh, box_batch_size_per_image=cfg.box_batch_size_per_image,
         box_positive_fraction=cfg.box_positive_fraction, bbox_reg_weights=cfg.bbox_reg_weights,
-        mask_roi_pool=MultiScaleRoIAlign(names, cfg.mask_roi_output_size, cfg.mask_roi_sampling_ratio),
+        mask_roi_pool=MultiScaleRoIAlign(names, cfg.mask_roi_output_size, cfg.mask_roi_sampling_ratio, **levels),
         mask_head=MaskRCNNHeads(c, list(cfg.mask_head_layers), cfg.mask_head_dilation),
         mask_predictor=MaskRCNNPredictor(cfg.mask_head_layers[-1], cfg.mask_predictor_dim, cfg.num_classes),
     )  # fmt: skip
@@ -351,7 +352,7 @@ def _bad(**change):
         ({"boxes": torch.tensor([[30, 20, 110, 70]])}, TypeError, r"targets\[1\]\['boxes'\] must be a float"),
         ({"boxes": torch.tensor([[30.0, 20.0, 30.0, 70.0]])}, ValueError, r"targets\[1\]\['boxes'\]\[0\].*degenerate"),
         ({"boxes": torch.tensor([[30.0, 20.0, 110.0, float("nan")]])}, ValueError, r"\[0\].*not finite"),
-        ({"labels": torch.tensor([4])}, ValueError, r"targets\[1\]\['labels'\]\[0\] = 4 is out of range: must be in 1..3"),
+        ({"labels": torch.tensor([7])}, ValueError, r"targets\[1\]\['labels'\]\[0\] = 7 is out of range: must be in 1..6"),
         ({"labels": torch.tensor([0])}, ValueError, r"0 is background"),
         ({"labels": torch.tensor([1.0])}, TypeError, r"integer"),
         ({"labels": torch.tensor([1, 2])}, ValueError, r"\['labels'\] must have shape \[1\]"),

@@ -286,7 +286,7 @@ def test_compat_errors_name_the_keys():
     msg = str(err.value)
     assert "missing keys: roi_heads.box_head.fc6.bias" in msg
     assert "unexpected keys: roi_heads.extra.weight" in msg
-    assert "roi_heads.box_predictor.cls_score.weight: (9, 256) given, (4, 256) expected" in msg
+    assert "roi_heads.box_predictor.cls_score.weight: (9, 256) given, (7, 256) expected" in msg
     with pytest.raises(TypeError):
         compat.from_torchvision([1, 2, 3])
     with pytest.raises(TypeError):

@@ -1,4 +1,11 @@
-"""The shipped model: it loads from data/ and reproduces the AP stated in its card and the README."""
+"""The shipped model: it loads from data/ and reproduces the AP stated in its card and the README.
+
+These are regression checks: the stored numbers in ``data/weights/shapes_eval.json`` were
+measured by pycocotools (``python -m minimask.evaluate``) when the model was trained, and the
+tests recompute them with pycocotools on the same weights and data, so a change to the
+forward, the paste or the data that moves the AP fails here. The AP itself always comes from
+pycocotools' ``COCOeval``, never from these files.
+"""
 
 from __future__ import annotations
 
@@ -32,18 +39,24 @@ def test_shipped_file_is_small_safetensors_with_its_config(model):
     assert path.suffix == ".safetensors" and path.stat().st_size < 25 * 2**20
     _, cfg, extra = read_weights(path)
     assert cfg == Config.shapes(), "the shipped model is the Config.shapes() preset"
-    assert extra["training"]["iterations"] > 0 and extra["training"]["minutes"] <= 30
+    assert extra["training"]["iterations"] > 0 and extra["training"]["minutes"] <= 60
     assert model.config == cfg and not model.training
 
 
 @pytest.mark.parametrize("paste", ["torchvision", "subpixel"])
 def test_shipped_model_reproduces_the_stated_ap(model, card, paste):
-    """Oracle: pycocotools COCOeval on the committed val split; numbers from the model card (to 0.005)."""
+    """Regression check. Oracle: pycocotools COCOeval on the committed val split, against the
+    numbers stored in the model card when it was trained (to 0.005), per class too."""
     model.config = model.config.replace(mask_paste=paste)
-    report = evaluate(model, shapes_val(), progress=False)
+    report = evaluate(model, shapes_val(), progress=False, per_class=paste == "subpixel")
     for kind in ("bbox", "segm"):
-        for stat in ("AP", "AP50", "AP75", "APs", "APm"):
+        for stat in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
             assert report[kind][stat] == pytest.approx(card[paste][kind][stat], abs=0.005), (paste, kind, stat)
+    if paste == "subpixel":
+        assert set(report["per_class"]) == set(card["per_class"]) == set(shapes_val().class_names[1:])
+        for name, entry in report["per_class"].items():
+            for kind in ("bbox", "segm"):
+                assert entry[kind]["AP"] == pytest.approx(card["per_class"][name][kind]["AP"], abs=0.005), name
 
 
 def test_paste_ceilings_match_the_card(card):

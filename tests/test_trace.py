@@ -17,11 +17,16 @@ import pytest
 import torch
 
 from minimask import Config, MaskRCNN, load_pretrained
-from minimask import boxes as box_ops
 from minimask.anchors import cell_anchors
 from minimask.data import featured, shapes_val
 from minimask.fates import KEPT
 from minimask.trace import FP_KINDS, MISS_CAUSES, Trace, coco_match, explain, explain_dataset
+
+# Val images the cause tests start from (found by explaining every ordinary val image with the
+# shipped model): 77 has 10 objects and no miss, so a changed threshold is the only cause;
+# in 10 (7 objects, no miss) the weakest match's class also beats the background, so the score
+# threshold alone decides it; 82 has one miss, in class NMS.
+CLEAN_IMAGE, THRESHOLD_IMAGE, CLASS_NMS_IMAGE = 77, 10, 82
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +156,7 @@ def test_coco_match_crowd_and_ties():
 # --- constructed causes: one per stage and reason -----------------------------------------------
 def test_detection_cap(model):
     """A cap of 1: every other object is lost at the shortlist's cap."""
-    image, target = featured(0)
+    image, target = shapes_val()[CLEAN_IMAGE]
     tr = causes(model, image, target, box_detections_per_img=1)
     assert len(tr.matches) == 1 and len(tr.misses) == len(target["labels"]) - 1
     assert {(m.stage, m.reason) for m in tr.misses} == {("shortlist", "detection_cap")}
@@ -160,7 +165,7 @@ def test_detection_cap(model):
 
 def test_score_threshold_drops_exactly_one_object(model):
     """box_score_thresh set to the lowest matched score: that object alone is lost at the threshold."""
-    image, target = featured(0)
+    image, target = shapes_val()[THRESHOLD_IMAGE]
     base = explain(model, image, target)
     weakest = min(base.matches, key=lambda m: base.shortlist.scores[m.detection])
     score = float(base.shortlist.scores[weakest.detection])
@@ -173,21 +178,18 @@ def test_score_threshold_drops_exactly_one_object(model):
     assert not below.misses
 
 
-def test_class_nms_collision_with_a_neighbour(model):
-    """Val image 80: two squares overlap (box IoU 0.52); the better one's detection suppresses the
-    other's candidate in class NMS. The miss names that detection and the neighbour it matched, and
-    raising box_nms_thresh above their IoU brings the object back."""
-    image, target = shapes_val()[80]
+def test_class_nms_collision(model):
+    """Val image 82 (CLASS_NMS_IMAGE): one object's best candidate is suppressed in class NMS by a
+    detection it overlaps (IoU 0.55 > 0.5). The miss names that detection, the record agrees on
+    who suppressed whom, and raising box_nms_thresh above their IoU brings the object back."""
+    image, target = shapes_val()[CLASS_NMS_IMAGE]
     tr = explain(model, image, target)
-    lost = {m.gt_index: m for m in tr.misses}
-    miss = lost[0]
-    assert (miss.stage, miss.reason) == ("shortlist", "class_nms")
-    assert miss.numbers["suppressor_match"] == 1  # the neighbouring square
-    assert float(box_ops.iou(target["boxes"][:1], target["boxes"][1:2])) > 0.5
+    miss = next(m for m in tr.misses if m.reason == "class_nms")
+    assert miss.stage == "shortlist" and miss.numbers["suppressor_iou"] > model.config.box_nms_thresh
     d = miss.numbers["suppressor_detection"]
     assert int(tr.shortlist.candidate_index[d]) == int(tr.shortlist.suppressed_by[miss.row])
     looser = causes(model, image, target, box_nms_thresh=miss.numbers["suppressor_iou"] + 0.01)
-    assert 0 in {m.gt_index for m in looser.matches}
+    assert miss.gt_index in {m.gt_index for m in looser.matches}
 
 
 def test_pre_nms_top_k(model):
@@ -211,11 +213,14 @@ def test_post_nms_top_k(model):
 
 
 def test_rpn_nms(model):
-    """RPN NMS at IoU 0: a proposal of a neighbouring object removes the object's proposals."""
+    """RPN NMS at IoU 0: a proposal of a neighbouring object removes the object's proposals
+    (featured(0), whose objects touch; no object is lost there at the shipped threshold)."""
     image, target = featured(0)
+    assert not any(m.reason == "rpn_nms" for m in explain(model, image, target).misses)
     tr = causes(model, image, target, rpn_nms_thresh=0.0)
-    assert tr.misses and {(m.stage, m.reason) for m in tr.misses} == {("longlist", "rpn_nms")}
-    for m in tr.misses:
+    lost = [m for m in tr.misses if m.reason == "rpn_nms"]
+    assert lost and all(m.stage == "longlist" for m in lost)
+    for m in lost:
         sup = m.numbers["suppressor"]
         assert tr.longlist.fate_of(sup) == "kept" and int(tr.longlist.suppressed_by[m.row]) == sup
         assert m.numbers["suppressor_object_iou"] < 0.5  # the suppressor does not cover the object
@@ -295,7 +300,7 @@ def test_anchors_that_cannot_reach_the_object(model):
 
 def test_mask_iou(model):
     """Mask logits pushed to -50: boxes still match, every mask is empty: lost in segmentation."""
-    image, target = featured(0)
+    image, target = shapes_val()[CLEAN_IMAGE]
     m = _with_weights(model, lambda m: m.roi_heads.mask_predictor.mask_fcn_logits.bias.sub_(50))
     tr = explain(m, image, target)
     assert len(tr.matches) == len(target["labels"])
@@ -378,17 +383,18 @@ def test_figures(model):
     from minimask.viz import plt
     from minimask.viz import trace as vt
 
-    image, target = shapes_val()[80]
+    image, target = shapes_val()[CLASS_NMS_IMAGE]
     tr = explain(model, image, target)
     gt = next(m.gt_index for m in tr.matches if m.detection == 0)
+    lost = next(m.gt_index for m in tr.misses if m.reason == "class_nms")
     fig = vt.lineage(image, tr, 0, gt_index=gt)
     assert isinstance(fig, Figure) and len(fig.axes) == 4
     rects = [sum(isinstance(p, Rectangle) for p in ax.patches) for ax in fig.axes]
     assert rects[0] == 2 and rects[3] == 2  # anchor + object; box + object
     plt.close(fig)
-    fig = vt.miss(image, tr, 0)
+    fig = vt.miss(image, tr, lost)
     bars = fig.axes[1].patches
-    assert len(bars) == len(tr.ledger(0)) and "class_nms" in fig.axes[0].get_title()
+    assert len(bars) == len(tr.ledger(lost)) and "class_nms" in fig.axes[0].get_title()
     plt.close(fig)
     fig = vt.errors(image, tr)
     texts = [t.get_text() for t in fig.axes[0].texts]
@@ -397,8 +403,13 @@ def test_figures(model):
 
 
 def test_ledger_ends_where_the_miss_is(model):
-    """The ledger's first empty step is the miss's step (val image 80: class NMS and background)."""
-    image, target = shapes_val()[80]
+    """The ledger's first empty step is the miss's step (val image 82: class NMS; 80: background)."""
+    for index in (CLASS_NMS_IMAGE, 80):
+        _ledger_ends_where_the_miss_is(model, index)
+
+
+def _ledger_ends_where_the_miss_is(model, index):
+    image, target = shapes_val()[index]
     tr = explain(model, image, target)
     for m in tr.misses:
         ledger = tr.ledger(m.gt_index)
@@ -412,10 +423,10 @@ def test_explain_files_writes_a_figure_and_a_report(tmp_path):
     from minimask.data import SHAPES_VAL
     from minimask.trace import explain_files
 
-    image = str(SHAPES_VAL / "images" / "000081.png")
+    image = str(SHAPES_VAL / "images" / "000083.png")
     written = explain_files([image], tmp_path, annotations=str(SHAPES_VAL / "annotations.json"), progress=False)
-    assert sorted(p.name for p in written) == ["000081_explain.png", "000081_explain.txt"]
-    text = (tmp_path / "000081_explain.txt").read_text()
+    assert sorted(p.name for p in written) == ["000083_explain.png", "000083_explain.txt"]
+    text = (tmp_path / "000083_explain.txt").read_text()
     assert "lost in the shortlist [class_nms]" in text and "false positives" in text
 
 
@@ -435,7 +446,7 @@ def test_explain_files_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json"):
-        explain_files([str(SHAPES_VAL / "images" / "000081.png")], tmp_path / "out", annotations=str(bad),
+        explain_files([str(SHAPES_VAL / "images" / "000083.png")], tmp_path / "out", annotations=str(bad),
                       progress=False)  # fmt: skip
 
 
@@ -499,14 +510,14 @@ def test_predict_explain_cli(tmp_path):
 
     from minimask.data import SHAPES_VAL
 
-    image = str(SHAPES_VAL / "images" / "000081.png")
+    image = str(SHAPES_VAL / "images" / "000083.png")
     ann = str(SHAPES_VAL / "annotations.json")
     cmd = [sys.executable, "-m", "minimask.predict"]
     done = subprocess.run([*cmd, image, "--explain", "--annotations", ann, "--out", str(tmp_path / "out")],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (tmp_path / "out" / "000081_explain.png").stat().st_size > 1000
-    assert "class_nms" in (tmp_path / "out" / "000081_explain.txt").read_text()
+    assert (tmp_path / "out" / "000083_explain.png").stat().st_size > 1000
+    assert "class_nms" in (tmp_path / "out" / "000083_explain.txt").read_text()
     stray = tmp_path / "stray.png"
     from PIL import Image
 

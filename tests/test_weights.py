@@ -92,7 +92,7 @@ def test_load_pretrained_names_every_kind_of_misfit(tmp_path):
     state, cfg, _ = read_weights(path)
     state.pop("roi_heads.box_head.fc6.bias")
     state["extra.weight"] = torch.zeros(1)
-    state["roi_heads.box_predictor.cls_score.bias"] = torch.zeros(7)
+    state["roi_heads.box_predictor.cls_score.bias"] = torch.zeros(9)
     save_file(state, str(path), metadata={"format": "minimask", "config": json.dumps(cfg.to_dict())})
     with pytest.raises(ValueError) as caught:
         load_pretrained(path)
@@ -100,4 +100,4 @@ def test_load_pretrained_names_every_kind_of_misfit(tmp_path):
     assert message.startswith(f"{path} does not fit MaskRCNN: ")
     assert "1 missing keys: roi_heads.box_head.fc6.bias" in message
     assert "1 unexpected keys: extra.weight" in message
-    assert "1 shape mismatches: roi_heads.box_predictor.cls_score.bias: (7,) given, (4,) expected" in message
+    assert "1 shape mismatches: roi_heads.box_predictor.cls_score.bias: (9,) given, (7,) expected" in message

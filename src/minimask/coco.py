@@ -21,15 +21,15 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -76,19 +76,28 @@ class AnnotationTable:
     category_id_to_label: dict[int, int]
     label_to_category_id: dict[int, int]
     skipped: tuple[tuple[str, Any, str], ...]  # (what, id, why) of everything left out
+    skipped_image_ids: dict[Any, int] = field(default_factory=dict)  # skipped annotation id -> its image id
 
-    def skipped_summary(self) -> str:
-        """One sentence counting the skipped annotations by reason ("" when none)."""
-        if not self.skipped:
+    def skipped_summary(self, image_ids: Collection[int] | None = None) -> str:
+        """One sentence counting the skipped annotations by reason ("" when none); only those of
+        ``image_ids`` when given.
+
+        The one policy for invalid boxes and polygons (training, ``evaluate``, ``predict --explain
+        --annotations`` and the trace): such an annotation is no object at all, neither trained
+        on, nor scored, nor counted as matched or missed, and this sentence says so.
+        """
+        chosen = [s for s in self.skipped if image_ids is None or self.skipped_image_ids.get(s[1]) in image_ids]
+        if not chosen:
             return ""
         reasons: dict[str, list[Any]] = {}
-        for _, item_id, why in self.skipped:
+        for _, item_id, why in chosen:
             reasons.setdefault(why, []).append(item_id)
         detail = "; ".join(
             f"{len(ids)} with {why} (ids {', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''})"
             for why, ids in reasons.items()
         )
-        return f"{self.source}: skipped {len(self.skipped)} annotation(s) that cannot be training objects: {detail}."
+        return (f"{self.source}: skipped {len(chosen)} annotation(s) that cannot be training objects: {detail}. "
+                "They count as no object: not trained on, not scored, never matched or missed.")  # fmt: skip
 
 
 def read_annotations(annotation_file: str | Path) -> AnnotationTable:
@@ -154,6 +163,7 @@ def read_annotations(annotation_file: str | Path) -> AnnotationTable:
     anns: dict[int, list[dict[str, Any]]] = {i: [] for i in images}
     boxes: dict[int, list[tuple[float, float, float, float]]] = {i: [] for i in images}
     skipped: list[tuple[str, Any, str]] = []
+    skipped_image_ids: dict[Any, int] = {}
     seen: set[Any] = set()
     for k, ann in enumerate(coco.get("annotations", [])):
         if not isinstance(ann, dict):
@@ -183,10 +193,12 @@ def read_annotations(annotation_file: str | Path) -> AnnotationTable:
         x2, y2 = min(max(bbox[0] + bbox[2], 0.0), width), min(max(bbox[1] + bbox[3], 0.0), height)
         if not (x2 > x1 and y2 > y1):
             skipped.append(("annotation", ann_id, SKIP_EMPTY_BOX))
+            skipped_image_ids[ann_id] = image_id
             continue
         seg = _checked_segmentation(ann.get("segmentation"), height, width, fail, f"annotation id {ann_id}")
         if seg is None:
             skipped.append(("annotation", ann_id, SKIP_NO_POLYGON))
+            skipped_image_ids[ann_id] = image_id
             continue
         anns[image_id].append({**ann, "segmentation": seg})
         boxes[image_id].append((float(x1), float(y1), float(x2), float(y2)))
@@ -200,6 +212,7 @@ def read_annotations(annotation_file: str | Path) -> AnnotationTable:
         category_id_to_label=to_label,
         label_to_category_id={label: cid for cid, label in to_label.items()},
         skipped=tuple(skipped),
+        skipped_image_ids=skipped_image_ids,
     )
 
 
@@ -291,16 +304,20 @@ def read_image(path: str | Path) -> Tensor:
 
     Any common PIL mode: grey, palette (with or without transparency), RGBA and CMYK become
     RGB (alpha is dropped); 16-bit grey is scaled from 0-65535, not clipped. 32-bit integer
-    or float images have no defined range and are refused. EXIF orientation is ignored, as
-    COCO and torchvision ignore it. Raises ``FileNotFoundError`` or ``ValueError`` naming the file.
+    or float images have no defined range and are refused. Any format Pillow reads (PNG, JPEG,
+    TIFF, BMP, GIF, WebP ...; the first frame of an animation). A photo is read as a viewer
+    shows it: its EXIF orientation (as cameras and phones write it) is applied
+    (``PIL.ImageOps.exif_transpose``). Raises ``FileNotFoundError`` or ``ValueError`` naming the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as pil:
-            array = _to_rgb_array(pil, path)
-    except (UnidentifiedImageError, OSError) as err:
+            array = _to_rgb_array(ImageOps.exif_transpose(pil), path)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as err:
         raise ValueError(f"{path} is not an image PIL can read: {err}") from err
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255.0)
 
@@ -374,9 +391,11 @@ class CocoDataset(Dataset):
         image = read_image(path)
         height, width = image.shape[-2:]
         if (width, height) != (info["width"], info["height"]):
+            turned = " (its EXIF orientation turns it; minimask reads photos as viewers show them)"
             raise ValueError(
                 f"{path}: the file is {width}x{height} (width x height) but "
                 f"{self.annotation_file.name} says {info['width']}x{info['height']} for image id {info['id']}"
+                + (turned if (height, width) == (info["width"], info["height"]) else "")
             )
         return image
 

@@ -625,28 +625,183 @@ def _numpy_multiarray() -> Any:
         return importlib.import_module("numpy.core.multiarray")
 
 
+# Every key of Detectron2's own defaults (detectron2/config/defaults.py at commit 02b5c4e) and the
+# type of its default: b bool, i int, f float (an int is taken too), s str, n anything, l a list,
+# F a list of numbers, L a list of lists of numbers, S a list of str, B a list of bool. Its
+# CfgNode merge refuses any other key, and a value of another type; so does ``read_detectron2_yaml``.
+_D2_KEYS = """
+- VERSION:i OUTPUT_DIR:s SEED:i CUDNN_BENCHMARK:b FLOAT32_PRECISION:s VIS_PERIOD:i
+MODEL LOAD_PROPOSALS:b MASK_ON:b KEYPOINT_ON:b DEVICE:s META_ARCHITECTURE:s WEIGHTS:s PIXEL_MEAN:F PIXEL_STD:F
+MODEL.BACKBONE NAME:s FREEZE_AT:i
+MODEL.FPN IN_FEATURES:l OUT_CHANNELS:i NORM:s FUSE_TYPE:s
+MODEL.PROPOSAL_GENERATOR NAME:s MIN_SIZE:i
+MODEL.ANCHOR_GENERATOR NAME:s SIZES:L ASPECT_RATIOS:L ANGLES:L OFFSET:f
+MODEL.RPN HEAD_NAME:s IN_FEATURES:S BOUNDARY_THRESH:i IOU_THRESHOLDS:F IOU_LABELS:F BATCH_SIZE_PER_IMAGE:i
+MODEL.RPN POSITIVE_FRACTION:f BBOX_REG_LOSS_TYPE:s BBOX_REG_LOSS_WEIGHT:f BBOX_REG_WEIGHTS:F SMOOTH_L1_BETA:f
+MODEL.RPN LOSS_WEIGHT:f PRE_NMS_TOPK_TRAIN:i PRE_NMS_TOPK_TEST:i POST_NMS_TOPK_TRAIN:i POST_NMS_TOPK_TEST:i
+MODEL.RPN NMS_THRESH:f CONV_DIMS:F
+MODEL.ROI_HEADS NAME:s NUM_CLASSES:i IN_FEATURES:S IOU_THRESHOLDS:F IOU_LABELS:F BATCH_SIZE_PER_IMAGE:i
+MODEL.ROI_HEADS POSITIVE_FRACTION:f SCORE_THRESH_TEST:f NMS_THRESH_TEST:f PROPOSAL_APPEND_GT:b
+MODEL.ROI_BOX_HEAD NAME:s BBOX_REG_LOSS_TYPE:s BBOX_REG_LOSS_WEIGHT:f BBOX_REG_WEIGHTS:F SMOOTH_L1_BETA:f
+MODEL.ROI_BOX_HEAD POOLER_RESOLUTION:i POOLER_SAMPLING_RATIO:i POOLER_TYPE:s NUM_FC:i FC_DIM:i NUM_CONV:i
+MODEL.ROI_BOX_HEAD CONV_DIM:i NORM:s CLS_AGNOSTIC_BBOX_REG:b TRAIN_ON_PRED_BOXES:b USE_FED_LOSS:b
+MODEL.ROI_BOX_HEAD USE_SIGMOID_CE:b FED_LOSS_FREQ_WEIGHT_POWER:f FED_LOSS_NUM_CLASSES:i
+MODEL.ROI_BOX_CASCADE_HEAD BBOX_REG_WEIGHTS:L IOUS:F
+MODEL.ROI_MASK_HEAD NAME:s POOLER_RESOLUTION:i POOLER_SAMPLING_RATIO:i NUM_CONV:i CONV_DIM:i NORM:s
+MODEL.ROI_MASK_HEAD CLS_AGNOSTIC_MASK:b POOLER_TYPE:s
+MODEL.ROI_KEYPOINT_HEAD NAME:s POOLER_RESOLUTION:i POOLER_SAMPLING_RATIO:i CONV_DIMS:F NUM_KEYPOINTS:i
+MODEL.ROI_KEYPOINT_HEAD MIN_KEYPOINTS_PER_IMAGE:i NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS:b LOSS_WEIGHT:f
+MODEL.ROI_KEYPOINT_HEAD POOLER_TYPE:s
+MODEL.SEM_SEG_HEAD NAME:s IN_FEATURES:S IGNORE_VALUE:i NUM_CLASSES:i CONVS_DIM:i COMMON_STRIDE:i NORM:s
+MODEL.SEM_SEG_HEAD LOSS_WEIGHT:f
+MODEL.PANOPTIC_FPN INSTANCE_LOSS_WEIGHT:f
+MODEL.PANOPTIC_FPN.COMBINE ENABLED:b OVERLAP_THRESH:f STUFF_AREA_LIMIT:i INSTANCES_CONFIDENCE_THRESH:f
+MODEL.RETINANET NUM_CLASSES:i IN_FEATURES:S NUM_CONVS:i IOU_THRESHOLDS:F IOU_LABELS:F PRIOR_PROB:f
+MODEL.RETINANET SCORE_THRESH_TEST:f TOPK_CANDIDATES_TEST:i NMS_THRESH_TEST:f BBOX_REG_WEIGHTS:F
+MODEL.RETINANET FOCAL_LOSS_GAMMA:f FOCAL_LOSS_ALPHA:f SMOOTH_L1_LOSS_BETA:f BBOX_REG_LOSS_TYPE:s NORM:s
+MODEL.RESNETS DEPTH:i OUT_FEATURES:S NUM_GROUPS:i NORM:s WIDTH_PER_GROUP:i STRIDE_IN_1X1:b RES5_DILATION:i
+MODEL.RESNETS RES2_OUT_CHANNELS:i STEM_OUT_CHANNELS:i DEFORM_ON_PER_STAGE:B DEFORM_MODULATED:b
+MODEL.RESNETS DEFORM_NUM_GROUPS:i
+INPUT MIN_SIZE_TRAIN:F MIN_SIZE_TRAIN_SAMPLING:s MAX_SIZE_TRAIN:i MIN_SIZE_TEST:i MAX_SIZE_TEST:i RANDOM_FLIP:s
+INPUT FORMAT:s MASK_FORMAT:s
+INPUT.CROP ENABLED:b TYPE:s SIZE:F
+DATASETS TRAIN:l PROPOSAL_FILES_TRAIN:l PRECOMPUTED_PROPOSAL_TOPK_TRAIN:i TEST:l PROPOSAL_FILES_TEST:l
+DATASETS PRECOMPUTED_PROPOSAL_TOPK_TEST:i
+DATALOADER NUM_WORKERS:i ASPECT_RATIO_GROUPING:b SAMPLER_TRAIN:s REPEAT_THRESHOLD:f REPEAT_SQRT:b
+DATALOADER FILTER_EMPTY_ANNOTATIONS:b
+SOLVER LR_SCHEDULER_NAME:s MAX_ITER:i BASE_LR:f BASE_LR_END:f MOMENTUM:f NESTEROV:b WEIGHT_DECAY:f
+SOLVER WEIGHT_DECAY_NORM:f GAMMA:f STEPS:F NUM_DECAYS:i WARMUP_FACTOR:f WARMUP_ITERS:i WARMUP_METHOD:s
+SOLVER RESCALE_INTERVAL:b CHECKPOINT_PERIOD:i IMS_PER_BATCH:i REFERENCE_WORLD_SIZE:i BIAS_LR_FACTOR:f
+SOLVER WEIGHT_DECAY_BIAS:n
+SOLVER.CLIP_GRADIENTS ENABLED:b CLIP_TYPE:s CLIP_VALUE:f NORM_TYPE:f
+SOLVER.AMP ENABLED:b
+TEST EXPECTED_RESULTS:l EVAL_PERIOD:i KEYPOINT_OKS_SIGMAS:l DETECTIONS_PER_IMAGE:i
+TEST.AUG ENABLED:b MIN_SIZES:F MAX_SIZE:i FLIP:b
+TEST.PRECISE_BN ENABLED:b NUM_ITER:i
+GLOBAL HACK:f
+"""
+
+
+def _d2_key_types() -> dict[str, str]:
+    out = {}
+    for line in _D2_KEYS.strip().splitlines():
+        prefix, *items = line.split()
+        for item in items:
+            name, kind = item.split(":")
+            out[name if prefix == "-" else f"{prefix}.{name}"] = kind
+    return out
+
+
+D2_KEY_TYPES: dict[str, str] = _d2_key_types()
+_D2_KIND_NAMES = {"b": "true or false", "i": "an integer", "f": "a number", "s": "a string", "l": "a list",
+                  "F": "a list of numbers", "L": "a list of lists of numbers", "S": "a list of strings",
+                  "B": "a list of true/false"}  # fmt: skip
+
+
+def _d2_value(value: Any) -> Any:
+    """A value as Detectron2's CfgNode decodes it: a string that reads as a Python literal is that
+    literal; tuples become lists here, as YAML writes them."""
+    if isinstance(value, str):
+        import ast
+
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return value
+
+    def listed(v: Any) -> Any:
+        return [listed(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    return listed(value)
+
+
+def _d2_type_ok(value: Any, kind: str) -> bool:
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if value is None or kind == "n":
+        return True
+    if kind in "lFLSB" and not isinstance(value, list):
+        return False
+    return {
+        "b": lambda: isinstance(value, bool),
+        "i": lambda: isinstance(value, int) and not isinstance(value, bool),
+        "f": lambda: num(value),
+        "s": lambda: isinstance(value, str),
+        "l": lambda: True,
+        "F": lambda: all(num(v) for v in value),
+        "L": lambda: all(isinstance(v, list) and all(num(x) for x in v) for v in value),
+        "S": lambda: all(isinstance(v, str) for v in value),
+        "B": lambda: all(isinstance(v, bool) for v in value),
+    }[kind]()
+
+
+def _check_d2_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """Detectron2's CfgNode merge checks: problems of ``data``'s keys (unknown, or of another type);
+    values decoded in place (``_d2_value``)."""
+    from minimask.cli import did_you_mean
+
+    problems = []
+    groups = {k.rsplit(".", 1)[0] for k in D2_KEY_TYPES if "." in k}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if full == "_BASE_" or full in D2_KEY_TYPES:
+            if full in D2_KEY_TYPES:
+                data[key] = value = _d2_value(value)
+                if not _d2_type_ok(value, D2_KEY_TYPES[full]):
+                    problems.append(f"{full} = {value!r} must be {_D2_KIND_NAMES[D2_KEY_TYPES[full]]}")
+        elif full in groups:
+            if isinstance(value, dict):
+                problems += _check_d2_keys(value, f"{full}.")
+            else:
+                problems.append(f"{full} = {value!r} must be a mapping of keys")
+        else:
+            near = [k for k in (*D2_KEY_TYPES, *groups) if k.count(".") == full.count(".")]
+            problems.append(f"unknown key {full}{did_you_mean(full, near)}")
+    return problems
+
+
 def read_detectron2_yaml(path: str | Path) -> dict[str, Any]:
     """Chapter 11. A Detectron2 ``config.yaml`` with its ``_BASE_`` files merged in, as a dict.
 
     As Detectron2 ``CfgNode.load_yaml_with_base``: the base (a path relative to the file) is
     read first, recursively, and the file's keys override it mapping by mapping. ``yaml.safe_load``
-    only: no Python objects.
+    only: no Python objects. As Detectron2's ``CfgNode.merge_from_file``, a key that is not one of
+    Detectron2's (``D2_KEY_TYPES``) or a value of another type than its default's is refused
+    (``ValueError`` naming the file and every such key, with a close match for a mistyped one);
+    a string that reads as a Python literal is that literal (``"(640, 672)"``).
     """
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"Detectron2 config {path} is a folder, not a config.yaml")
     if not path.is_file():
         raise FileNotFoundError(f"Detectron2 config {path} does not exist")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ValueError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', None) or err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text file ({err})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a mapping of config keys")
+    problems = _check_d2_keys(data)
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems) + " (Detectron2's CfgNode refuses these too)")
     base = data.pop("_BASE_", None)
     if base is None:
         return data
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: _BASE_ = {base!r} must be a file name")
     base_path = Path(base).expanduser()
     if not base_path.is_absolute():
         base_path = path.parent / base_path
+    if not base_path.is_file():
+        raise FileNotFoundError(f"{path}: its _BASE_ {base_path} does not exist")
     merged = read_detectron2_yaml(base_path)
     _merge(data, merged)
     return merged
@@ -796,7 +951,7 @@ def from_detectron2(checkpoint: str | Path | Mapping[str, Tensor], config: str |
     Raises ``ValueError`` naming **every** missing, unexpected or mis-shaped key (Detectron2's
     names). Returns the model in eval mode.
     """
-    cfg = config_from_detectron2(read_detectron2_yaml(config)) if config is not None else Config.detectron2_r50()
+    cfg = _config_of_yaml(Path(config)) if config is not None else Config.detectron2_r50()
     if isinstance(checkpoint, Mapping):
         state, source = OrderedDict(checkpoint), "Detectron2 state dict"
     else:
@@ -811,6 +966,22 @@ def from_detectron2(checkpoint: str | Path | Mapping[str, Tensor], config: str |
     frozen_free = {k: v for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")}
     _load(model, {**ours, **frozen_free}, source)
     return model.eval()
+
+
+def _config_of_yaml(path: Path) -> Config:
+    """``config_from_detectron2`` of a config.yaml; a ``ValueError`` names the file and the Detectron2 key."""
+    values = read_detectron2_yaml(path)
+    try:
+        return config_from_detectron2(values)
+    except (ValueError, TypeError) as err:
+        from minimask.config import config_table
+
+        message = str(err)
+        field = re.search(r"Config\.(\w+)", message)
+        keys = {row["name"]: row["detectron2"] for row in config_table()}
+        if field and isinstance(keys.get(field.group(1)), str) and keys[field.group(1)].isupper():
+            message = f"{keys[field.group(1)]}: {message}"
+        raise ValueError(f"{path}: {message}") from None
 
 
 # Detectron2's rules one by one (chapter 11): the fields each rule sets, without the values that

@@ -10,7 +10,7 @@ The chapter's one import: the pieces live in two modules and are re-exported her
   torchvision's detection contract (``CocoDataset``, ``read_annotations``, ``read_image``).
 
 Defined here: the committed validation split (``SHAPES_VAL``, ``shapes_val()``) and the four
-featured images of it (``featured(i)``).
+featured images of it (``featured(i)``; ``featured(4)`` is a crowd image).
 """
 
 from __future__ import annotations
@@ -63,13 +63,15 @@ SHAPES_VAL_N = 100  # its number of images
 # Found relative to the package in the repository layout: src/minimask/data.py -> data/shapes/val.
 SHAPES_VAL = Path(__file__).resolve().parents[2] / "data" / "shapes" / "val"
 # Val images every chapter reuses: dataset indices (image id = index + 1), picked by looking.
-#   featured(0) = index 48: 192x192, 6 objects in one overlapping cluster, 3 of them partly covered
-#   featured(1) = index 16: 192x192, a circle drawn over a larger one leaves it a ring (1113 of
-#                 3443 px visible); a square under a circle keeps 615 of 1649 px
-#   featured(2) = index 25: landscape 160x224, 6 objects, 4 of them COCO-small (area < 32^2)
-#   featured(3) = index 1: portrait 224x160, a 27-px triangle, a square with 142 of 1537 px
-#                 visible, and one object the generator dropped as occluded
-FEATURED: tuple[int, ...] = (48, 16, 25, 1)
+#   featured(0) = index 12: portrait 288x224, 10 objects of all six classes; 7 partly covered,
+#                 a ring, a cross and a square in one overlapping cluster
+#   featured(1) = index 32: landscape 224x288, a large ring over a cross and two triangles,
+#                 4 distractors (blobs and bars) among 9 objects
+#   featured(2) = index 0: portrait 384x288, 10 objects, 8 of them COCO-small (area < 32^2)
+#   featured(3) = index 34: 320x256, a large ell and a cross; the generator dropped one
+#                 object as occluded and one as too small
+#   featured(4) = index 45: a crowd image, 384x384, 141 small objects: the caps bind here
+FEATURED: tuple[int, ...] = (12, 32, 0, 34, 45)
 
 
 @functools.cache
@@ -86,7 +88,7 @@ def shapes_val() -> CocoDataset:
 
 
 def featured(i: int) -> tuple[Tensor, dict[str, Tensor]]:
-    """Featured val image ``i`` (0..3, see ``FEATURED``) as ``(image, target)``: every chapter uses these."""
+    """Featured val image ``i`` (0..4, see ``FEATURED``; 4 is a crowd) as ``(image, target)``: every chapter uses these."""
     if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(FEATURED):
         raise IndexError(f"featured: i must be in 0..{len(FEATURED) - 1}, got {i!r}")
     return shapes_val()[FEATURED[i]]

@@ -7,11 +7,15 @@ results (xywh boxes, RLE masks thresholded at ``cfg.mask_threshold``) and handed
 
 ``paste_ceiling`` measures what the mask paste alone allows: every ground-truth mask squeezed
 through the 28x28 mask target and pasted back, scored as a perfect detection.
+
+The command line checks its options, the data set (its files, its images, that it has objects to
+score) and ``--out`` before the evaluation starts; a mistake stops it with one line naming the
+option or file, exit status 2 (``minimask.cli``). Annotations with an invalid box or polygon are
+skipped with a warning naming their ids, and are no object to score.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -29,6 +33,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 from tqdm import tqdm
 
+from minimask import cli
 from minimask.coco import PYCOCOTOOLS_NUMPY2_WARNING, drop_crowd
 from minimask.config import Config
 from minimask.targets import project_masks
@@ -70,11 +75,25 @@ def coco_ground_truth(dataset) -> tuple[COCO, list[int]]:
     """pycocotools' ``COCO`` of a ``CocoDataset``'s annotation file and its image ids, in order."""
     with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints "loading annotations..."
         coco = COCO(str(dataset.annotation_file))
+        skipped = set(getattr(dataset, "skipped", {}))
+        if skipped:  # invalid boxes and polygons are no object (coco.AnnotationTable.skipped_summary)
+            coco.dataset["annotations"] = [a for a in coco.dataset["annotations"] if a.get("id") not in skipped]
+            coco.createIndex()
     return coco, list(dataset.ids)
 
 
-def coco_stats(coco_gt: COCO, results: list[dict], iou_type: str, image_ids: Sequence[int]) -> dict[str, float]:
-    """pycocotools COCOeval summary as a dict; all zeros when there is no detection at all."""
+def coco_stats(
+    coco_gt: COCO,
+    results: list[dict],
+    iou_type: str,
+    image_ids: Sequence[int],
+    category_ids: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """pycocotools COCOeval summary as a dict; all zeros when there is no detection at all.
+
+    ``category_ids``: score only those categories (COCOeval's ``params.catIds``), e.g. one
+    class for its own AP; default all.
+    """
     if not results:
         return {name: 0.0 for name in STAT_NAMES}
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # COCOeval prints its progress
@@ -83,6 +102,8 @@ def coco_stats(coco_gt: COCO, results: list[dict], iou_type: str, image_ids: Seq
         coco_dt = coco_gt.loadRes(results)
         ev = COCOeval(coco_gt, coco_dt, iou_type)
         ev.params.imgIds = list(image_ids)
+        if category_ids is not None:
+            ev.params.catIds = list(category_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -106,13 +127,19 @@ def predict_dataset(model: torch.nn.Module, dataset, batch_size: int = 8, progre
     return results
 
 
-def evaluate(model: torch.nn.Module, dataset, batch_size: int = 8, progress: bool = True) -> dict:
-    """Box and mask AP of ``model`` on ``dataset`` (a ``minimask.coco.CocoDataset``)."""
+def evaluate(
+    model: torch.nn.Module, dataset, batch_size: int = 8, progress: bool = True, per_class: bool = False
+) -> dict:
+    """Box and mask AP of ``model`` on ``dataset`` (a ``minimask.coco.CocoDataset``).
+
+    ``per_class``: also ``report["per_class"][name] = {"bbox": ..., "segm": ...}``, each class
+    scored alone by COCOeval (``category_ids``), with its AP per COCO size.
+    """
     start = time.perf_counter()
     results = predict_dataset(model, dataset, batch_size, progress)
     seconds = time.perf_counter() - start
     coco_gt, ids = coco_ground_truth(dataset)
-    return {
+    report = {
         "bbox": coco_stats(coco_gt, results, "bbox", ids),
         "segm": coco_stats(coco_gt, results, "segm", ids),
         "images": len(dataset),
@@ -120,6 +147,14 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int = 8, progress: boo
         "seconds": round(seconds, 2),
         "mask_paste": model.config.mask_paste,
     }
+    if per_class:
+        report["per_class"] = {
+            dataset.class_names[label]: {
+                kind: coco_stats(coco_gt, results, kind, ids, [category_id]) for kind in ("bbox", "segm")
+            }
+            for label, category_id in sorted(dataset.label_to_category_id.items())
+        }
+    return report
 
 
 def paste_ceiling(dataset, cfg: Config, progress: bool = True) -> dict[str, float]:
@@ -157,50 +192,104 @@ def format_table(report: dict) -> str:
     return "\n".join(rows)
 
 
-def main(argv: Iterable[str] | None = None) -> int:
-    from minimask.coco import CocoDataset
-    from minimask.data import SHAPES_VAL
-    from minimask.weights import load_pretrained
-
-    p = argparse.ArgumentParser(prog="python -m minimask.evaluate", description=__doc__.split("\n")[0])
+def _parser() -> cli.Parser:
+    p = cli.Parser("python -m minimask.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--weights", default="shapes", help="'shapes' (the shipped model) or a .safetensors file")
     p.add_argument("--data", default=None, help="COCO directory with annotations.json and images/ "
                    "(default: the committed shapes val split)")  # fmt: skip
     p.add_argument("--paste", choices=["torchvision", "subpixel"], default=None,
                    help="mask paste (default: the one in the weights' config)")  # fmt: skip
     p.add_argument("--ceiling", action="store_true", help="also measure the paste ceiling on the ground truth")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=cli.integer(1), default=8, help="images per forward")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--out", default=None, help="JSON file for the numbers (default: print only)")
     p.add_argument("--explain", action="store_true",
                    help="also explain every error (chapter 10): misses by stage and reason, false positives by kind")  # fmt: skip
-    args = p.parse_args(list(argv) if argv is not None else None)
-    data_dir = Path(args.data) if args.data else Path(SHAPES_VAL)
+    return p
+
+
+def _checked_dataset(data_dir: Path):
+    """The ``CocoDataset`` of ``--data``, checked before any work: its files, its images, its objects."""
+    from minimask.coco import CocoDataset
+
+    if not data_dir.is_dir():
+        raise cli.UserError(f"--data {data_dir}: {'not a folder' if data_dir.exists() else 'no such folder'}")
     ann = data_dir / "annotations.json"
     if not ann.is_file():
-        p.error(f"--data {data_dir}: no annotations.json there")
-    dataset = CocoDataset(ann, data_dir / "images")
-    model = load_pretrained(args.weights, device=args.device)
-    if args.paste:
-        model.config = model.config.replace(mask_paste=args.paste)
-    report = evaluate(model, dataset, args.batch_size)
-    report["weights"] = str(args.weights)
-    report["data"] = str(data_dir)
-    if args.ceiling:
-        report["ceiling"] = paste_ceiling(dataset, model.config)
-    print(format_table(report))
-    print(f"{report['images']} images, {report['detections']} detections, {report['seconds']} s, "
-          f"paste={report['mask_paste']}")  # fmt: skip
-    if args.explain:  # chapter 10: the errors behind the AP, with the decision that made each
-        from minimask.trace import explain_dataset
+        raise cli.UserError(f"--data {data_dir}: no annotations.json there")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        dataset = CocoDataset(ann, data_dir / "images")
+    for w in caught:  # the annotations it skips (coco.AnnotationTable.skipped_summary), one line
+        cli.warn(str(w.message).replace(" See CocoDataset.skipped.", ""))
+    if len(dataset) == 0:
+        raise cli.UserError(f"{ann}: no images to evaluate on")
+    missing = [dataset.images_dir / dataset.image_info(i)["file_name"] for i in range(len(dataset))]
+    missing = [m for m in missing if not m.is_file()]
+    if missing:
+        raise cli.UserError(f"{ann}: {len(missing)} of its {len(dataset)} images are missing, e.g. {missing[0]}")
+    objects = sum(1 for anns in dataset.table.annotations.values() for a in anns if not a.get("iscrowd", 0))
+    if objects == 0:
+        skipped = f", {len(dataset.skipped)} skipped as invalid" if dataset.skipped else ""
+        raise cli.UserError(f"{ann}: no objects to score ({len(dataset)} images, 0 usable annotations{skipped}); "
+                        "COCO AP is undefined (pycocotools reports -1) without ground truth")  # fmt: skip
+    return dataset
 
-        explained = explain_dataset(model, dataset, args.batch_size, progress=True)
-        print(explained.format())
-        report["explain"] = explained.to_json()
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+
+def _checked_out(out: str | None) -> Path | None:
+    """``--out``: its folder created and writable now; an existing file only if it is a report of ours."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.is_dir():
+        raise cli.UserError(f"--out {path}: is a folder; give a file name such as {path / 'report.json'}")
+    cli.writable_dir(path.parent, f"--out {path}: its folder")
+    if path.exists():
+        try:
+            ours = {"bbox", "segm"} <= set(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise cli.UserError(f"--out {path}: exists and is not a report of minimask.evaluate; choose another name")
+    return path
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """``python -m minimask.evaluate``; exit status 2 and one line for a mistake (``minimask.cli``)."""
+    from minimask.data import SHAPES_VAL
+    from minimask.weights import load_pretrained
+
+    args = _parser().parse_args(list(argv) if argv is not None else None)
+    with cli.user_errors():  # every check before the long work; a bad file found during it too
+        cli.check_weights(args.weights)
+        cli.check_device(args.device)
+        out = _checked_out(args.out)
+        data_dir = Path(args.data) if args.data else Path(SHAPES_VAL)
+        dataset = _checked_dataset(data_dir)
+        model = load_pretrained(args.weights, device=args.device)
+        if len(dataset.class_names) != model.config.num_classes:  # labels index the data set's categories
+            raise cli.UserError(f"--weights {args.weights}: a model of {model.config.num_classes - 1} classes, but "
+                                f"{dataset.annotation_file} has {len(dataset.class_names) - 1} categories")  # fmt: skip
+        if args.paste:
+            model.config = model.config.replace(mask_paste=args.paste)
+        report = evaluate(model, dataset, args.batch_size)
+        report["weights"] = str(args.weights)
+        report["data"] = str(data_dir)
+        if args.ceiling:
+            report["ceiling"] = paste_ceiling(dataset, model.config)
+        print(format_table(report))
+        undefined = any(v == -1 for kind in ("bbox", "segm") for v in report[kind].values())
+        print(f"{report['images']} images, {report['detections']} detections, {report['seconds']} s, "
+              f"paste={report['mask_paste']}" + ("; -1: no object of that size to score" if undefined else ""))  # fmt: skip
+        if args.explain:  # chapter 10: the errors behind the AP, with the decision that made each
+            from minimask.trace import explain_dataset
+
+            explained = explain_dataset(model, dataset, args.batch_size, progress=True)
+            print(explained.format())
+            report["explain"] = explained.to_json()
+        if out is not None:
+            out.write_text(json.dumps(report, indent=2) + "\n")
+            print(f"wrote {out}")
     return 0
 
 

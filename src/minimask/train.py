@@ -11,11 +11,15 @@ seeded generators, so the same command gives the same weights (up to float noise
 resumed run continues exactly where the checkpoint stopped. Under ``torchrun`` it trains with
 DistributedDataParallel (gloo on CPU, nccl on CUDA); each process takes its own share of
 every iteration's samples.
+
+The command line checks every option, ``--out`` and ``--train-dir`` before it generates the train
+split or builds the model; a mistake stops it with one line naming the option or file, exit
+status 2 (``minimask.cli``). The train split is generated only into a new or empty folder, and
+the command says so first.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -28,6 +32,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from minimask import cli
 from minimask.config import Config
 
 PRESETS = {"shapes": Config.shapes, "torchvision_r50": Config.torchvision_r50}
@@ -40,9 +45,9 @@ TRAIN_SEED = 1  # the committed val split uses seed 0; train images must differ 
 class TrainSettings:
     """Everything the loop needs besides the model's Config (written to ``settings.json``)."""
 
-    iterations: int = 4000
+    iterations: int = 1500
     batch_size: int = 8
-    lr: float = 1.5e-3
+    lr: float = 2e-3
     weight_decay: float = 0.01
     warmup: int = 100
     grad_clip: float = 10.0
@@ -110,23 +115,45 @@ def load_batch(dataset, indices: list[int], it: int, s: TrainSettings, rank: int
     return images, targets
 
 
-def _ensure_train_split(train_dir: Path, n: int | None, seed: int) -> None:
-    """Generate the shapes train split (``n`` images, default 8000) unless it is there; an
-    existing split must hold ``n`` images when ``n`` is given."""
+def _train_split_plan(train_dir: Path, n: int | None) -> int:
+    """How many images ``_ensure_train_split`` will generate into ``train_dir`` (0: the split is
+    there and is used as it is). Raises, naming the folder, for a split that does not hold ``n``
+    images or misses image files, and for a folder that holds other files."""
+    if train_dir.exists() and not train_dir.is_dir():
+        raise NotADirectoryError(f"--train-dir {train_dir}: exists and is not a folder")
+    ann = train_dir / "annotations.json"
+    if ann.is_file():  # read and checked in full by the training's CocoDataset; here what is quick
+        try:
+            names = [str(image["file_name"]) for image in json.loads(ann.read_text(encoding="utf-8"))["images"]]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{ann}: not a COCO file with a list of 'images' ({type(err).__name__}: {err})") from None
+        have = len(names)
+        if n is not None and have != n:
+            raise ValueError(f"--train-dir {train_dir} holds {have} images but --train-images is {n}: pass "
+                             f"--train-images {have} or remove the directory to regenerate it")  # fmt: skip
+        missing = [name for name in names if not (train_dir / "images" / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"--train-dir {train_dir}: {len(missing)} of its {have} images are missing "
+                                    f"from images/, e.g. {missing[0]}")  # fmt: skip
+        return 0
+    if train_dir.exists() and any(train_dir.iterdir()):
+        raise FileExistsError(f"--train-dir {train_dir}: exists, is not empty and has no annotations.json; the "
+                              "shapes train split is generated only into a new or empty folder: remove it or pass "
+                              "another --train-dir")  # fmt: skip
+    return DEFAULT_TRAIN_IMAGES if n is None else n
+
+
+def _ensure_train_split(train_dir: Path, n: int | None, seed: int, progress: bool = True) -> None:
+    """Generate the shapes train split (``n`` images, default 8000) unless it is there, saying so,
+    with a progress bar; an existing split must hold ``n`` images when ``n`` is given. Never into
+    a folder that holds other files (``_train_split_plan``)."""
     from minimask.data import make_shapes
 
-    if (train_dir / "annotations.json").is_file():
-        have = len(json.loads((train_dir / "annotations.json").read_text())["images"])
-        if n is not None and have != n:
-            raise ValueError(f"{train_dir} holds {have} images but --train-images is {n}: pass "
-                             f"--train-images {have} or remove the directory to regenerate it")  # fmt: skip
-        return
-    if train_dir.exists() and any(train_dir.iterdir()):
-        raise FileExistsError(f"{train_dir} exists, is not empty and has no annotations.json; remove it or "
-                              "pass --train-dir")  # fmt: skip
-    n = DEFAULT_TRAIN_IMAGES if n is None else n
-    print(f"generating {n} training images into {train_dir} (seed {seed})", flush=True)
-    make_shapes(train_dir, "train", n, seed)
+    count = _train_split_plan(Path(train_dir), n)
+    if count:
+        print(f"the train split is missing: generating {count} shapes images into {train_dir} (seed {seed})",
+              flush=True)  # fmt: skip
+        make_shapes(train_dir, "train", count, seed, progress=progress)
 
 
 def _distributed() -> tuple[int, int]:
@@ -265,35 +292,92 @@ def _save_checkpoint(path: Path, model, optimizer, iteration: int, rank: int, wo
         tmp.replace(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minimask.train", description=__doc__.split("\n")[0])
-    p.add_argument(
-        "--config", default="shapes", help=f"a preset ({', '.join(PRESETS)}) or a JSON file of Config fields"
-    )
+# The help and the check of each TrainSettings field on the command line (minimask.cli's types).
+_SETTING_HELP = {
+    "iterations": ("training iterations (batches)", cli.integer(1)),
+    "batch_size": ("images per iteration and process (torchrun: each process takes its own)", cli.integer(1)),
+    "lr": ("peak learning rate of AdamW", cli.number(0.0, low_open=True)),
+    "weight_decay": ("AdamW weight decay", cli.number(0.0)),
+    "warmup": ("iterations of linear warm-up", cli.integer(0)),
+    "grad_clip": ("gradient norm clip", cli.number(0.0, low_open=True)),
+    "hflip": ("probability of a left-right flip", cli.number(0.0, 1.0)),
+    "seed": ("seed of the batches, flips and samplers", cli.integer(0)),
+    "checkpoint_every": ("iterations between checkpoints", cli.integer(1)),
+}
+
+
+def _parser() -> cli.Parser:
+    p = cli.Parser("python -m minimask.train", description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="shapes", help=f"a preset ({', '.join(PRESETS)}) or a JSON file of Config fields")  # fmt: skip
     p.add_argument("--out", required=True, help="run directory: checkpoint, loss log, model.safetensors")
-    p.add_argument("--train-dir", default=str(DEFAULT_TRAIN_DIR), help="COCO train split (generated if missing)")
-    p.add_argument("--train-images", type=int, default=None,
-                   help=f"images to generate if the split is missing (default {DEFAULT_TRAIN_IMAGES})")  # fmt: skip
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--train-dir", default=str(DEFAULT_TRAIN_DIR),
+                   help="COCO train split; the shapes train split is generated there when it is missing")  # fmt: skip
+    p.add_argument("--train-images", type=cli.integer(1), default=None,
+                   help=f"images to generate if the split is missing (default: {DEFAULT_TRAIN_IMAGES})")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=cli.integer(1), default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     for f, default in TrainSettings.__dataclass_fields__.items():
-        p.add_argument(f"--{f.replace('_', '-')}", type=type(default.default), default=default.default)
-    args = p.parse_args(argv)
-    if args.config in PRESETS:
-        cfg = PRESETS[args.config]()
-    elif Path(args.config).is_file():
-        cfg = Config.from_dict(json.loads(Path(args.config).read_text()))
-    else:
-        p.error(f"--config {args.config!r}: neither a preset ({', '.join(PRESETS)}) nor a JSON file")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device is available here")
+        text, kind = _SETTING_HELP.get(f, (f"TrainSettings.{f}", type(default.default)))
+        p.add_argument(f"--{f.replace('_', '-')}", type=kind, default=default.default, help=text)
+    return p
+
+
+def _config(value: str) -> Config:
+    """``--config``: a preset's ``Config`` or one read from a JSON file; errors name the file and field."""
+    if value in PRESETS:
+        return PRESETS[value]()
+    path = Path(value)
+    if not path.is_file():
+        raise cli.UserError(f"--config {value}: neither a preset ({', '.join(PRESETS)}) nor a JSON file"
+                            + cli.did_you_mean(value, PRESETS))  # fmt: skip
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise cli.UserError(f"--config {path}: not valid JSON ({err})") from None
+    if not isinstance(values, dict):
+        raise cli.UserError(f"--config {path}: must be a JSON object of Config fields")
+    fields = Config.__dataclass_fields__
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        raise cli.UserError(f"--config {path}: unknown Config field {unknown[0]}{cli.did_you_mean(unknown[0], fields)}")
+    try:
+        return Config.from_dict(values)
+    except (ValueError, TypeError) as err:
+        raise cli.UserError(f"--config {path}: {err}") from None
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    """``--out`` before any work: not a file, a run only with ``--resume``, which needs its checkpoint."""
+    if out.exists() and not out.is_dir():
+        raise cli.UserError(f"--out {out}: exists and is not a folder")
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise cli.UserError(f"--resume: no checkpoint at {out / 'checkpoint.pt'} (start without --resume)")
+    if not resume and (out / "loss_log.jsonl").exists():
+        raise cli.UserError(f"--out {out}: already holds a run (loss_log.jsonl); pass --resume to continue it "
+                            "or choose another --out")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m minimask.train``; exit status 2 and one line for a mistake (``minimask.cli``), all
+    found before the train split is generated or the model built."""
+    args = _parser().parse_args(argv)
+    with cli.user_errors():
+        cfg = _config(args.config)
+        settings = TrainSettings(**{f: getattr(args, f) for f in TrainSettings.__dataclass_fields__})
+        cli.check_device(args.device)
+        _check_out(Path(args.out), args.resume)
+        to_generate = _train_split_plan(Path(args.train_dir), args.train_images)
+        cli.writable_dir(Path(args.out), "--out")  # created last: a refused run leaves nothing behind
+    if to_generate and int(os.environ.get("RANK", "0")) == 0:
+        print(f"note: --train-dir {args.train_dir} has no train split; {to_generate} images will be generated "
+              "there first", flush=True)  # fmt: skip
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = TrainSettings(**{f: getattr(args, f) for f in TrainSettings.__dataclass_fields__})
-    train(cfg, Path(args.out), settings, Path(args.train_dir), args.train_images, args.device, args.resume,
-          progress=not args.no_progress)  # fmt: skip
+    with cli.user_errors():  # a bad file of the split found during the run: one line too
+        train(cfg, Path(args.out), settings, Path(args.train_dir), args.train_images, args.device, args.resume,
+              progress=not args.no_progress)  # fmt: skip
     return 0
 
 

@@ -199,8 +199,11 @@ def ground_truth(
     class_names: tuple[str, ...] | list[str] | None = None,
     title: str | None = None,
     masks: bool = True,
+    names: bool = True,
 ) -> Figure:
     """Chapter 1. An image with its target: masks filled in the class colour, boxes black dashed.
+
+    ``names=False`` leaves out the class name on each box (a crowd image has too many to read).
 
     ``target`` is a torchvision-style dict (``boxes`` xyxy, ``labels``, optional ``masks``
     and ``iscrowd``). Crowd regions (``iscrowd == 1``) are grey and labelled "crowd": they
@@ -213,7 +216,7 @@ def ground_truth(
     boxes = target["boxes"].detach().cpu().reshape(-1, 4).tolist()
     labels = target["labels"].detach().cpu().tolist()
     crowd = target.get("iscrowd", torch.zeros(len(labels), dtype=torch.int64)).detach().cpu().tolist()
-    names = list(class_names) if class_names is not None else None
+    class_list = list(class_names) if class_names is not None else None
     if masks and "masks" in target and len(target["masks"]):
         overlay = np.zeros((height, width, 4))
         for mask, label, is_crowd in zip(target["masks"].detach().cpu().numpy(), labels, crowd, strict=True):
@@ -223,7 +226,9 @@ def ground_truth(
         ax.imshow(overlay, interpolation="nearest")
     for (x1, y1, x2, y2), label, is_crowd in zip(boxes, labels, crowd, strict=True):
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **GT_STYLE))
-        name = names[label] if names is not None and label < len(names) else str(label)
+        if not names:
+            continue
+        name = class_list[label] if class_list is not None and label < len(class_list) else str(label)
         inside = y1 < 0.06 * height  # a label above a box at the top edge would hit the title
         ax.text(
             x1 + (1 if inside else 0),
