@@ -526,3 +526,21 @@ def test_predict_explain_cli(tmp_path):
         assert done.returncode == 2, done.stderr
         assert needle in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_trace_warns_about_skipped_annotations(tmp_path):
+    """The one policy for invalid annotations (coco.AnnotationTable.skipped_summary): the trace's
+    targets leave out an annotation with a negative width and say so, naming its id."""
+    import json
+
+    from minimask.data import make_shapes
+    from minimask.trace import targets_for_files
+
+    folder = make_shapes(tmp_path / "v", "val", 2, seed=3)
+    coco = json.loads((folder / "annotations.json").read_text())
+    bad = dict(coco["annotations"][0], id=9999, bbox=[5, 5, -3, 4], segmentation=[[1, 1, 4, 4]])
+    coco["annotations"].append(bad)
+    (folder / "bad.json").write_text(json.dumps(coco))
+    with pytest.warns(UserWarning, match="skipped 1 annotation.*9999"):
+        targets, _ = targets_for_files([str(folder / "images" / "000001.png")], str(folder / "bad.json"))
+    assert len(targets[0]["labels"]) == sum(a["image_id"] == 1 for a in coco["annotations"]) - 1

@@ -1084,7 +1084,7 @@ def targets_for_files(paths: list[str], annotation_file: str) -> tuple[list[dict
     from minimask.coco import CocoDataset
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # skipped annotations: listed in .skipped
+        warnings.simplefilter("ignore", UserWarning)  # said below, for the images asked about only
         ds = CocoDataset(annotation_file, ".")
     by_name = {Path(ds.image_info(i)["file_name"]).name: i for i in range(len(ds))}
     out = []
@@ -1098,6 +1098,11 @@ def targets_for_files(paths: list[str], annotation_file: str) -> tuple[list[dict
         item = copy.copy(ds)
         item.images_dir = Path(path).parents[depth - 1]
         out.append(item[i][1])
+    # The one policy for invalid boxes and polygons (coco.AnnotationTable.skipped_summary): they
+    # are no object, never matched nor missed; said once, for these images only.
+    skipped = ds.table.skipped_summary({ds.ids[by_name[Path(p).name]] for p in paths})
+    if skipped:
+        warnings.warn(skipped, UserWarning, stacklevel=2)
     return out, list(ds.class_names)
 
 
