@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -190,7 +191,9 @@ def explain_images(paths: list[str], out: Path, names: list[str], model, class_n
         image_ids = set().union(*(_image_ids(table, Path(p).name) for p in paths))
         if table.skipped_summary(image_ids):  # the one policy for invalid annotations, said once
             cli.warn(table.skipped_summary(image_ids))
-        targets, class_names = targets_for_files(paths, annotations)
+        with warnings.catch_warnings():  # said above, once, as one line
+            warnings.simplefilter("ignore", UserWarning)
+            targets, class_names = targets_for_files(paths, annotations)
         if len(class_names) > model.config.num_classes:  # the trace indexes the model's classes by label
             raise cli.UserError(f"--annotations {annotations}: {len(class_names) - 1} categories, more than the "
                                 f"model's {model.config.num_classes - 1} classes")  # fmt: skip
