@@ -389,6 +389,16 @@ def _short(url: str, root: Path) -> str:
     return url if len(url) < 100 else url[:97] + "..."
 
 
+def _looks_blank(tab: Tab, box: dict, attempts: int = 4) -> bool:
+    """A picture is blank only if every capture of it is: on a slow machine the first capture of a
+    long page can come before the picture is painted (a blank picture stays blank)."""
+    for k in range(attempts):
+        if not is_blank(tab.screenshot(_clip(box))):
+            return False
+        time.sleep(0.25 * (k + 1))
+    return True
+
+
 def _clip(box: dict) -> dict:
     return {
         "x": max(0.0, box["x"]),
@@ -425,8 +435,13 @@ def check_sliders(tab: Tab, count: int, attempts: int = 3) -> list[str]:
 def _drag_slider(tab: Tab, i: int) -> str | None:
     """One drag of slider ``i`` across its track; the problem seen, or None."""
     before = tab.evaluate(SLIDER_SCRIPT % i)
-    time.sleep(0.05)
-    before = tab.evaluate(SLIDER_SCRIPT % i)  # measured again once the scroll has landed
+    for _ in range(40):  # measured again until the scroll has landed and the layout is still
+        time.sleep(0.05)
+        again = tab.evaluate(SLIDER_SCRIPT % i)
+        if again["rect"] == before["rect"]:
+            break
+        before = again
+    before = again
     name = f"slider '{before['label']}'"
     if not before["widget"]:
         return f"{name}: no picture (img, svg, canvas) in the element around it"
@@ -452,6 +467,14 @@ def _drag_slider(tab: Tab, i: int) -> str | None:
     )
     tab.settle(len(tab.browser.events), quiet=0.2, timeout=5)
     after = tab.evaluate(SLIDER_SCRIPT % i)
+    if after["value"] == before["value"]:
+        # On a long page of large pictures Chromium can drop the drag that starts on the thumb;
+        # a reader's click on the track moves the slider too: try that before failing.
+        for kind, buttons in (("mousePressed", 1), ("mouseReleased", 0)):
+            tab.call("Input.dispatchMouseEvent",
+                     {"type": kind, "x": end, "y": y, "button": "left", "buttons": buttons, "clickCount": 1})  # fmt: skip
+        tab.settle(len(tab.browser.events), quiet=0.2, timeout=5)
+        after = tab.evaluate(SLIDER_SCRIPT % i)
     if after["value"] == before["value"]:
         return f"{name}: dragging it with the mouse does not move it (value stays {before['value']})"
     shot_after = tab.screenshot(_clip(before["picture"])) if before.get("picture") else b""
@@ -541,7 +564,7 @@ def check_page(tab: Tab, path: Path, root: Path, shots: Path | None) -> PageResu
             continue
         result.figures += 1
         if image["visible"] and image["box"]["width"] >= 8 and image["box"]["height"] >= 8:
-            if is_blank(tab.screenshot(_clip(image["box"]))):
+            if _looks_blank(tab, image["box"]):
                 result.problems.append(f"blank image (one colour): {name}")
             shown, drawn = image["box"]["width"], image["natural"][0]
             if not image["svg"] and shown < MAX_FIGURE_SHRINK * drawn:
@@ -552,7 +575,7 @@ def check_page(tab: Tab, path: Path, root: Path, shots: Path | None) -> PageResu
     for svg in page["svgs"]:
         if svg["visible"]:
             result.figures += 1
-            if is_blank(tab.screenshot(_clip(svg["box"]))):
+            if _looks_blank(tab, svg["box"]):
                 result.problems.append("blank inline SVG figure")
     # sideways scrolling
     for wide in page["wide"]:
