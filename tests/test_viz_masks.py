@@ -80,16 +80,18 @@ def test_threshold_sweep_one_line_per_detection_and_median():
     assert "best at 0.5" in [t.get_text() for t in ax.get_legend().get_texts()][0]
 
 
-def test_threshold_frame_marks_the_threshold(shipped):
+def test_threshold_frame_counts_the_pixels_at_the_threshold(shipped):
     _, image, target, run = shipped
     seg = run.segmentation[0]
-    ious = np.full((2, 3), 0.8)
-    fig = vm.threshold_frame(
-        image, seg.masks[:3, 0], seg.labels[:3], target["masks"], 0.5, [0.1, 0.5, 0.9], ious, [1, 2], NAMES
-    )
-    left, right = fig.axes[:2]
-    assert "0.5" in left.get_title()
-    assert right.lines[-1].get_xdata()[0] == 0.5
+    masks = seg.masks[:3, 0]
+    titles = []
+    for th in (0.2, 0.8):
+        fig = vm.threshold_frame(image, masks, seg.labels[:3], target["masks"], th)
+        titles.append(fig.axes[0].get_title())
+        plt.close(fig)
+    for th, title in zip((0.2, 0.8), titles, strict=True):
+        assert f"threshold {th:g}: {int((masks >= th).sum()):,} pixels" in title
+    assert titles[0] != titles[1]
 
 
 def test_mask_grid_draws_the_cells(shipped):

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from minimask.coco import (
     PYCOCOTOOLS_NUMPY2_WARNING,
@@ -53,6 +56,7 @@ __all__ = [
     "read_annotations",
     "read_image",
     "render_image",
+    "runs",
     "shapes_image",
     "shapes_val",
 ]
@@ -92,6 +96,34 @@ def featured(i: int) -> tuple[Tensor, dict[str, Tensor]]:
     if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(FEATURED):
         raise IndexError(f"featured: i must be in 0..{len(FEATURED) - 1}, got {i!r}")
     return shapes_val()[FEATURED[i]]
+
+
+def runs(model: torch.nn.Module, dataset, batch_size: int = 8, progress: bool = True, desc: str = "evaluate",
+         until: str | None = None, max_images: int | None = None, resume: Sequence | None = None):  # fmt: skip
+    """One pass of a model over a ``CocoDataset``: per batch, ``(indices, targets, run)``.
+
+    ``run`` is ``model.run`` of the batch's images (``until`` as there); ``targets`` their
+    targets (original-image pixels). The only loop over a data set's images: evaluation,
+    ``explain_dataset`` and the chapters read their batches from here. ``resume``: the
+    ``(indices, targets, run)`` of an earlier pass (e.g. ``until="longlist"``); each run is
+    then ``model.resume(run, until)``: the decisions again under the model's config, without
+    the backbone (a threshold sweep).
+    """
+    model.eval()
+    if resume is not None:
+        for batch, targets, run in tqdm(resume, desc=desc, unit="batch", disable=not progress):
+            if max_images is not None and batch[0] >= max_images:
+                break
+            yield batch, targets, model.resume(run, until)
+        return
+    device = next(model.parameters()).device
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress):
+        items = [dataset[i] for i in batch]
+        with torch.no_grad():
+            run = model.run([img.to(device) for img, _ in items], until=until)
+        yield batch, [t for _, t in items], run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,8 @@ from tqdm import tqdm
 from minimask import cli
 from minimask.coco import PYCOCOTOOLS_NUMPY2_WARNING, drop_crowd
 from minimask.config import Config
+from minimask.data import runs
+from minimask.segmentation import paste_into_original, paste_masks
 from minimask.targets import project_masks
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -110,51 +112,72 @@ def coco_stats(
     return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats, strict=True)}
 
 
-@torch.no_grad()
-def predict_dataset(model: torch.nn.Module, dataset, batch_size: int = 8, progress: bool = True) -> list[dict]:
-    """Run ``model`` over every image of a ``CocoDataset``; COCO result entries for all."""
-    model.eval()
-    device = next(model.parameters()).device
+def run_results(run, targets: Sequence[dict], dataset, cfg: Config, repaste: bool = False) -> list[dict]:
+    """COCO result entries of every image of one ``Run``; with ``repaste``, the masks pasted
+    again from the 28x28 probabilities under ``cfg.mask_paste`` (a rule the run was not made with)."""
     results: list[dict] = []
-    indices = range(len(dataset))
-    batches = [list(indices[i : i + batch_size]) for i in range(0, len(dataset), batch_size)]
-    for batch in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
-        items = [dataset[i] for i in batch]
-        outputs = model([img.to(device) for img, _ in items])
-        for (_, target), out in zip(items, outputs, strict=True):
-            results += to_coco_results(out, int(target["image_id"]), dataset.label_to_category_id,
-                                       model.config.mask_threshold)  # fmt: skip
+    for j, target in enumerate(targets):
+        out = dict(run.detections[j])
+        if repaste and run.segmentation is not None:
+            seg = run.segmentation[j]
+            out["masks"] = paste_into_original(seg.probs, seg.boxes, seg.image_size, seg.original_size, cfg)[1]
+        results += to_coco_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
     return results
 
 
+def predict_dataset(
+    model: torch.nn.Module, dataset, batch_size: int = 8, progress: bool = True, pastes: Sequence[str] | None = None
+) -> list[dict] | dict[str, list[dict]]:
+    """Run ``model`` over every image of a ``CocoDataset``; COCO result entries for all.
+
+    ``pastes``: one forward, the masks pasted under each of these ``mask_paste`` rules; then a
+    dict rule -> results.
+    """
+    rules = {p: model.config.replace(mask_paste=p) for p in (pastes or [model.config.mask_paste])}
+    out: dict[str, list[dict]] = {p: [] for p in rules}
+    for _, targets, run in runs(model, dataset, batch_size, progress):
+        for p, cfg in rules.items():
+            out[p] += run_results(run, targets, dataset, cfg, repaste=p != model.config.mask_paste)
+    return out if pastes is not None else out[model.config.mask_paste]
+
+
 def evaluate(
-    model: torch.nn.Module, dataset, batch_size: int = 8, progress: bool = True, per_class: bool = False
+    model: torch.nn.Module,
+    dataset,
+    batch_size: int = 8,
+    progress: bool = True,
+    per_class: bool = False,
+    pastes: Sequence[str] | None = None,
 ) -> dict:
     """Box and mask AP of ``model`` on ``dataset`` (a ``minimask.coco.CocoDataset``).
 
     ``per_class``: also ``report["per_class"][name] = {"bbox": ..., "segm": ...}``, each class
-    scored alone by COCOeval (``category_ids``), with its AP per COCO size.
+    scored alone by COCOeval (``category_ids``), with its AP per COCO size. ``pastes``: one
+    forward, a report per ``mask_paste`` rule (dict rule -> report; the boxes are the same).
     """
     start = time.perf_counter()
-    results = predict_dataset(model, dataset, batch_size, progress)
+    results = predict_dataset(model, dataset, batch_size, progress, pastes=pastes or [model.config.mask_paste])
     seconds = time.perf_counter() - start
     coco_gt, ids = coco_ground_truth(dataset)
-    report = {
-        "bbox": coco_stats(coco_gt, results, "bbox", ids),
-        "segm": coco_stats(coco_gt, results, "segm", ids),
-        "images": len(dataset),
-        "detections": len(results),
-        "seconds": round(seconds, 2),
-        "mask_paste": model.config.mask_paste,
-    }
-    if per_class:
-        report["per_class"] = {
-            dataset.class_names[label]: {
-                kind: coco_stats(coco_gt, results, kind, ids, [category_id]) for kind in ("bbox", "segm")
-            }
-            for label, category_id in sorted(dataset.label_to_category_id.items())
+    reports = {}
+    for paste, res in results.items():
+        report = {
+            "bbox": coco_stats(coco_gt, res, "bbox", ids),
+            "segm": coco_stats(coco_gt, res, "segm", ids),
+            "images": len(dataset),
+            "detections": len(res),
+            "seconds": round(seconds, 2),
+            "mask_paste": paste,
         }
-    return report
+        if per_class:
+            report["per_class"] = {
+                dataset.class_names[label]: {
+                    kind: coco_stats(coco_gt, res, kind, ids, [category_id]) for kind in ("bbox", "segm")
+                }
+                for label, category_id in sorted(dataset.label_to_category_id.items())
+            }
+        reports[paste] = report
+    return reports if pastes is not None else reports[model.config.mask_paste]
 
 
 def paste_ceiling(dataset, cfg: Config, progress: bool = True) -> dict[str, float]:
@@ -165,7 +188,6 @@ def paste_ceiling(dataset, cfg: Config, progress: bool = True) -> dict[str, floa
     28x28 training target on its own box (``targets.project_masks``), pasted back into the
     image. The AP this reaches is the best any model can reach with that paste.
     """
-    from minimask.segmentation import paste_masks
 
     results: list[dict] = []
     for i in tqdm(range(len(dataset)), desc="ceiling", disable=not progress):

@@ -10,7 +10,7 @@ from ``model.config`` at each call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,8 @@ from minimask.transform import Batch, check_images, check_targets, preprocess, r
 class Run:
     """Chapter 9. Every stage's record of one forward; the per-image fields are lists (one per image).
 
-    Inference (``model.run(images)``): every field up to ``scores``. Training
+    Inference (``model.run(images)``): every field up to ``scores``; with ``until=stage``, the
+    fields after that stage are None (``until="shortlist"``: no mask is computed). Training
     (``model.run(images, targets)``): the longlist is the training one, ``classification``
     holds the sampled RoIs, ``segmentation`` the positive RoIs, ``shortlist`` and ``scores``
     are empty, and the target records and losses are filled in.
@@ -44,10 +45,10 @@ class Run:
     features: Features  # chapter 2: the FPN maps
     objectness: list[Objectness]  # chapter 3: every anchor's logit, deltas and box
     longlist: list[Longlist]  # chapter 4: proposals, and every anchor's fate
-    classification: list[Classification]  # chapter 5: K+1 probabilities and boxes per proposal (or RoI)
-    shortlist: list[Shortlist]  # chapter 6: detections, and every candidate's fate
-    segmentation: list[Segmentation]  # chapter 7: 28x28 and pasted masks
-    scores: list[Scores]  # chapter 8: each detection's score and its parts
+    classification: list[Classification] | None  # chapter 5: K+1 probabilities and boxes per proposal (or RoI)
+    shortlist: list[Shortlist] | None  # chapter 6: detections, and every candidate's fate
+    segmentation: list[Segmentation] | None  # chapter 7: 28x28 and pasted masks (None: run until the shortlist)
+    scores: list[Scores] | None  # chapter 8: each detection's score and its parts (None: as segmentation)
     # training only (None at inference)
     targets: list[dict[str, Tensor]] | None = None  # resized, crowd-free targets the heads learn from
     crowd_dropped: list[Tensor] | None = None  # per image: rows of the input target removed as iscrowd
@@ -57,13 +58,19 @@ class Run:
     rpn_loss: RpnLoss | None = None  # chapter 3
     roi_loss: RoiLoss | None = None  # chapter 5
     losses: dict[str, Tensor] | None = None  # torchvision's five loss names -> () tensors
+    config: Config | None = None  # the config the run was made under (inference)
 
     @property
     def detections(self) -> list[dict[str, Tensor]]:
         """torchvision's eval output: per image ``boxes`` [D, 4] and ``masks`` [D, 1, H, W]
-        in original-image pixels, ``labels`` [D] int64, ``scores`` [D]."""
+        in original-image pixels, ``labels`` [D] int64, ``scores`` [D] (no ``masks`` in a run
+        made with ``until="shortlist"``)."""
         if self.losses is not None:
             raise ValueError("a training run (model.run(images, targets)) has losses, not detections")
+        if self.shortlist is None:
+            raise ValueError("this run stopped before the shortlist (model.run(images, until=...)): no detections")
+        if self.segmentation is None:
+            return [{"boxes": s.boxes_orig, "labels": s.labels, "scores": s.scores} for s in self.shortlist]
         return [
             {"boxes": m.boxes_orig, "labels": s.labels, "scores": s.scores, "masks": m.masks}
             for s, m in zip(self.shortlist, self.segmentation, strict=True)
@@ -117,7 +124,9 @@ class MaskRCNN(nn.Module):
         with torch.no_grad():
             return self.run(images).detections
 
-    def run(self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None) -> Run:
+    def run(
+        self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None, until: str | None = None
+    ) -> Run:
         """Chapter 9. One forward, keeping every stage's record: the only chain of the model.
 
         Without targets: inference, as torchvision ``GeneralizedRCNN.forward`` in eval mode
@@ -125,14 +134,50 @@ class MaskRCNN(nn.Module):
         the target records and torchvision's five losses (gradients as the caller's mode).
         Either way whatever ``self.training`` says: the stages have no train/eval behaviour
         of their own (frozen batch norm, no dropout); targets decide which decisions run.
+        ``until`` (inference only): stop after that stage, "longlist" (the RPN's proposals) or
+        "shortlist" (the detections without masks, what a box evaluation needs); the records made
+        are those of the full run.
         """
+        if until not in (None, "longlist", "shortlist"):
+            raise ValueError(f"model.run(until=...): expected None, 'longlist' or 'shortlist', got {until!r}")
         if targets is None:
             with torch.no_grad():
-                return self._chain(images, None)
+                return self._chain(images, None, until)
+        if until is not None:
+            raise ValueError("model.run(images, targets, until=...): a training run has no shortlist to stop at")
         return self._chain(images, targets)
 
-    def _chain(self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None) -> Run:
-        """The chain of torchvision ``GeneralizedRCNN.forward``, one chapter per step."""
+    def resume(self, run: Run, until: str | None = None) -> Run:
+        """Chapter 10. The decisions from the longlist on, again, under ``self.config``, on ``run``'s
+        features and anchor scores: no backbone or RPN head pass, so a sweep of thresholds costs the
+        heads only. ``run``: an inference run (any ``until``); the config fields of chapters 1-3
+        (input, backbone, anchors) must be those it was made under (ValueError naming them)."""
+        if run.losses is not None or run.config is None:
+            raise ValueError("model.resume(run): needs an inference run made by model.run(images)")
+        changed = [
+            f.name
+            for f in fields(Config)
+            if f.metadata["chapter"] <= 3 and getattr(run.config, f.name) != getattr(self.config, f.name)
+        ]
+        if changed:
+            raise ValueError(
+                f"model.resume(run): config fields {', '.join(changed)} differ from the run's; "
+                "they change the features or anchors, so run the model again (model.run)"
+            )
+        if until not in (None, "longlist", "shortlist"):
+            raise ValueError(f"model.resume(until=...): expected None, 'longlist' or 'shortlist', got {until!r}")
+        with torch.no_grad():
+            return self._chain([], None, until, start=run)
+
+    def _chain(
+        self,
+        images: Sequence[Tensor],
+        targets: Sequence[dict[str, Tensor]] | None,
+        until: str | None = None,
+        start: Run | None = None,
+    ) -> Run:
+        """The chain of torchvision ``GeneralizedRCNN.forward``, one chapter per step (from
+        ``start``'s features and anchor scores when given: ``resume``)."""
         cfg = self.config
         training = targets is not None
         images = check_images(images)
@@ -145,13 +190,18 @@ class MaskRCNN(nn.Module):
             # below see the same random stream
             for _ in images:
                 torch.empty(1).uniform_(0.0, 1.0)
-        batch = preprocess(images, cfg)  # chapter 2
-        features = extract_features(self.backbone, batch)
-        objectness = score_anchors(self.rpn.head, features, batch, cfg)  # chapter 3
+        if start is not None:
+            batch, features, objectness = start.batch, start.features, start.objectness
+        else:
+            batch = preprocess(images, cfg)  # chapter 2
+            features = extract_features(self.backbone, batch)
+            objectness = score_anchors(self.rpn.head, features, batch, cfg)  # chapter 3
         longlist = [  # chapter 4
             select_longlist(o, size, cfg, training) for o, size in zip(objectness, batch.image_sizes, strict=True)
         ]
         heads = self.roi_heads
+        if until == "longlist":
+            return Run(batch, features, objectness, longlist, None, None, None, None, config=cfg)
         if not training:
             proposals = [ll.boxes for ll in longlist]
             classification = classify(  # chapter 5
@@ -161,6 +211,8 @@ class MaskRCNN(nn.Module):
                 select_shortlist(c, size, cfg, original_size=orig)
                 for c, size, orig in zip(classification, batch.image_sizes, batch.original_sizes, strict=True)
             ]
+            if until == "shortlist":
+                return Run(batch, features, objectness, longlist, classification, shortlist, None, None, config=cfg)
             segmentation = segment(  # chapter 7
                 heads.mask_head,
                 heads.mask_predictor,
@@ -175,7 +227,9 @@ class MaskRCNN(nn.Module):
                 score_parts(*parts, cfg)
                 for parts in zip(longlist, classification, shortlist, segmentation, strict=True)
             ]
-            return Run(batch, features, objectness, longlist, classification, shortlist, segmentation, scores)
+            return Run(
+                batch, features, objectness, longlist, classification, shortlist, segmentation, scores, config=cfg
+            )
         # training: targets resized with their images, crowd regions out (chapter 9)
         resized = [
             resize_target(t, from_size, to_size)

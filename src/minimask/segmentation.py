@@ -95,6 +95,26 @@ class Segmentation:
         return self.masks >= threshold
 
 
+def paste_into_original(
+    probs: Tensor, boxes: Tensor, image_size: tuple[int, int], original_size: tuple[int, int], cfg: Config
+) -> tuple[Tensor, Tensor]:
+    """Chapter 7. The boxes mapped to the original image and the soft masks pasted there.
+
+    ``probs`` (D, M, M) on ``boxes`` (D, 4, resized-image pixels) -> ``(boxes_orig (D, 4),
+    masks (D, 1, H, W))`` under ``cfg.mask_paste`` (and Detectron2's binary masks with
+    ``cfg.binary_masks``).
+    """
+    boxes_orig = boxes_to_original(boxes, image_size, original_size, cfg)  # torchvision: resize_boxes
+    # torchvision's paste uses the reported boxes; the sub-pixel paste maps them itself,
+    # except under Detectron2's rules, which paste at the reported (clipped) boxes
+    own = cfg.mask_paste == "torchvision" or cfg.clip_to_original
+    paste_at = boxes_orig if own else paste_boxes(boxes, image_size, original_size, cfg)
+    masks = paste_masks(probs, paste_at, original_size, cfg)
+    if cfg.binary_masks:  # Detectron2 detector_postprocess: pred_masks = pasted >= 0.5
+        masks = (masks >= cfg.mask_threshold).to(masks.dtype)
+    return boxes_orig, masks
+
+
 def segment(
     mask_head: nn.Module,
     mask_predictor: nn.Module,
@@ -146,14 +166,7 @@ def segment(
         boxes_orig = masks = None
         if orig is not None:
             orig = (int(orig[0]), int(orig[1]))
-            boxes_orig = boxes_to_original(b, size, orig, cfg)  # torchvision: resize_boxes
-            # torchvision's paste uses the reported boxes; the sub-pixel paste maps them itself,
-            # except under Detectron2's rules, which paste at the reported (clipped) boxes
-            own = cfg.mask_paste == "torchvision" or cfg.clip_to_original
-            paste_at = boxes_orig if own else paste_boxes(b, size, orig, cfg)
-            masks = paste_masks(probs, paste_at, orig, cfg)
-            if cfg.binary_masks:  # Detectron2 detector_postprocess: pred_masks = pasted >= 0.5
-                masks = (masks >= cfg.mask_threshold).to(masks.dtype)
+            boxes_orig, masks = paste_into_original(probs, b, size, orig, cfg)
         records.append(
             Segmentation(
                 boxes=b,

@@ -49,6 +49,7 @@ class Shortlist(Filtered):
     fate: Tensor  # (P * K,) int8 code in fates.FATES for every candidate
     nms: NmsStep  # the per-class NMS: its input candidates and decision (suppressors on demand)
     num_foreground: int  # K
+    boxes_orig: Tensor | None = None  # (D, 4) the boxes in original-image pixels (given original_size)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -124,4 +125,5 @@ def select_shortlist(
         fate=fate,
         nms=nms,
         num_foreground=k,
+        boxes_orig=None if original_size is None else boxes_to_original(boxes[rows], image_size, original_size, cfg),
     )

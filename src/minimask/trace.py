@@ -36,6 +36,7 @@ import math
 import time
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -124,8 +125,8 @@ class Lineage:
     refined_box: Tensor  # (4,)
     suppressed: list[tuple[int, float]]  # class NMS: (candidate row, IoU) it removed
     box_orig: Tensor  # (4,) the reported box, original-image pixels
-    mask_probs: Tensor  # (28, 28) soft mask on the box
-    mask: Tensor  # (H, W) soft mask pasted into the original image
+    mask_probs: Tensor | None  # (28, 28) soft mask on the box (None: run without masks)
+    mask: Tensor | None  # (H, W) soft mask pasted into the original image (None: as mask_probs)
     score: float
 
     def describe(self) -> str:
@@ -353,7 +354,8 @@ class Trace:
         self.longlist: Longlist = run.longlist[index]
         self.classification = run.classification[index]
         self.shortlist: Shortlist = run.shortlist[index]
-        self.segmentation = run.segmentation[index]
+        # None for a run made with until="shortlist": boxes only, no mask IoU (misses by box)
+        self.segmentation = None if run.segmentation is None else run.segmentation[index]
         self.image_size = tuple(run.batch.image_sizes[index])
         self.original_size = tuple(run.batch.original_sizes[index])
         self.target = None if target is None else {k: v.detach().cpu() for k, v in target.items()}
@@ -408,9 +410,9 @@ class Trace:
             candidate=cand,
             refined_box=s.boxes[detection].detach().cpu(),
             suppressed=[(int(r), float(v)) for r, v in zip(gone.tolist(), ious.tolist(), strict=True)],
-            box_orig=seg.boxes_orig[detection].detach().cpu(),
-            mask_probs=seg.probs[detection].detach().cpu(),
-            mask=seg.masks[detection, 0].detach().cpu(),
+            box_orig=self.boxes_orig[detection].detach().cpu(),
+            mask_probs=None if seg is None else seg.probs[detection].detach().cpu(),
+            mask=None if seg is None else seg.masks[detection, 0].detach().cpu(),
             score=float(s.scores[detection]),
         )
 
@@ -474,10 +476,19 @@ class Trace:
         return [int(v) for v in t.get("iscrowd", torch.zeros(len(t["boxes"]), dtype=torch.int64)).tolist()]
 
     @cached_property
+    def boxes_orig(self) -> Tensor:
+        """(D, 4) the reported boxes, original-image pixels."""
+        if self.segmentation is not None:
+            return self.segmentation.boxes_orig
+        if self.shortlist.boxes_orig is None:
+            raise ValueError("this Shortlist was made without original_size: no boxes in original pixels")
+        return self.shortlist.boxes_orig
+
+    @cached_property
     def box_ious(self) -> np.ndarray:
         """(D, G) box IoU of every detection with every object, original pixels, as pycocotools."""
         t = self._need_target()
-        dets = xywh(self.segmentation.boxes_orig)
+        dets = xywh(self.boxes_orig)
         gts = xywh(t["boxes"])
         if not dets or not gts:
             return np.zeros((len(dets), len(gts)))
@@ -494,8 +505,9 @@ class Trace:
         return _rles(t["masks"].numpy().astype(bool)) if "masks" in t else []
 
     def mask_iou(self, detection: int, gt_index: int) -> float:
-        """Mask IoU (pycocotools) of a detection's mask (>= mask_threshold) with an object's mask."""
-        if not self._gt_rles:
+        """Mask IoU (pycocotools) of a detection's mask (>= mask_threshold) with an object's mask
+        (nan without masks: no target masks, or a run made without them)."""
+        if self.segmentation is None or not self._gt_rles:
             return float("nan")
         crowd = [self._crowd[gt_index]]
         return float(np.asarray(mask_utils.iou([self._det_rles[detection]], [self._gt_rles[gt_index]], crowd))[0, 0])
@@ -841,6 +853,7 @@ class Report:
     objects: int
     detections: int
     seconds: float = 0.0
+    iou_type: str = "segm"  # "bbox": objects matched by box are never missed (no mask IoU)
 
     def counts(self, what: str = "misses", by: str = "cause") -> dict[tuple, int]:
         """Counts of ``misses`` (by "cause" = (stage, reason)) or ``false_positives`` (by "kind"),
@@ -954,7 +967,8 @@ def _coco_box_ap(coco_gt, results: list[dict], image_ids: list[int]) -> dict[str
         return {"AP": 0.0, "AP50": 0.0}
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=PYCOCOTOOLS_NUMPY2_WARNING, category=DeprecationWarning)
-        dt = coco_gt.loadRes(copy.deepcopy(results))
+        # loadRes writes into the entries (area, id): copies, without the masks a box AP never reads
+        dt = coco_gt.loadRes([{k: v for k, v in r.items() if k != "segmentation"} for r in results])
         ev = COCOeval(coco_gt, dt, "bbox")
         ev.params.imgIds = list(image_ids)
         ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]
@@ -983,7 +997,14 @@ def _coco_without(coco_gt, annotation_ids: set[int]):
 
 
 def explain_dataset(
-    model, dataset, batch_size: int = 8, progress: bool = False, fix_ap: bool = True, max_images: int | None = None
+    model,
+    dataset,
+    batch_size: int = 8,
+    progress: bool = False,
+    fix_ap: bool = True,
+    max_images: int | None = None,
+    iou_type: str = "segm",
+    passes: Sequence | None = None,
 ) -> Report:
     """Chapter 10. Explain every image of a ``CocoDataset``: misses and false positives, counted.
 
@@ -991,14 +1012,19 @@ def explain_dataset(
     only matching, the misses' attribution and the false positives' kinds are computed (no
     lineage). Box AP and AP50 of the results always (one COCOeval); with ``fix_ap``, also the
     box AP gained by fixing each cause (``Report.fixed``: one COCOeval per cause present).
+    ``iou_type="bbox"``: the model runs until the shortlist (no masks, about half the time) and
+    an object matched by its box is never missed (no "segmentation"/"mask_iou" misses).
+    ``passes``: an earlier ``data.runs`` pass over ``dataset`` (``until="longlist"`` is
+    enough) whose features are reused (``model.resume``): a sweep of the longlist's and later
+    thresholds without running the backbone again.
     """
-    from tqdm import tqdm
+    if iou_type not in ("segm", "bbox"):
+        raise ValueError(f"explain_dataset(iou_type=...): expected 'segm' or 'bbox', got {iou_type!r}")
 
+    from minimask.data import runs
     from minimask.evaluate import coco_ground_truth, to_coco_results
 
     start = time.perf_counter()
-    model.eval()
-    device = next(model.parameters()).device
     cfg = model.config
     names = list(dataset.class_names)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
@@ -1007,11 +1033,9 @@ def explain_dataset(
     results: list[dict] = []
     fp_fix: list[tuple[str, int, int | None]] = []  # (kind, result row, gt annotation to copy or None)
     n_objects = n_dets = 0
-    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
-    for batch in tqdm(batches, desc="explain", unit="batch", disable=not progress):
-        items = [dataset[i] for i in batch]
-        run = model.run([img.to(device) for img, _ in items])
-        for j, (i, (_, target)) in enumerate(zip(batch, items, strict=True)):
+    until = None if iou_type == "segm" else "shortlist"
+    for batch, targets, run in runs(model, dataset, batch_size, progress, "explain", until, max_images, passes):
+        for j, (i, target) in enumerate(zip(batch, targets, strict=True)):
             tr = Trace(run, j, cfg, target)
             image_id = int(target["image_id"])
             anns = dataset.annotations(i)
@@ -1037,7 +1061,7 @@ def explain_dataset(
                 unmatched = fp.gt_index >= 0 and tr._matching[1][fp.gt_index] < 0
                 ann = anns[fp.gt_index].get("id") if unmatched else None
                 fp_fix.append((fp.kind, first + fp.detection, ann))
-    report = Report(misses, fps, {}, {}, names, n, n_objects, n_dets)
+    report = Report(misses, fps, {}, {}, names, n, n_objects, n_dets, iou_type=iou_type)
     coco_gt, ids = coco_ground_truth(dataset)
     ids = ids[:n]
     report.ap = _coco_box_ap(coco_gt, results, ids)

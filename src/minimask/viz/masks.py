@@ -204,36 +204,37 @@ def threshold_sweep(
     return fig
 
 
-def threshold_frame(
-    image,
-    masks,
-    labels,
-    gt_masks,
-    threshold: float,
-    thresholds,
-    ious,
-    iou_labels,
-    class_names: Sequence[str] | None = None,
-) -> Figure:
-    """Chapter 7. One step of the mask-threshold slider: left, an image's soft masks ``(D, H, W)``
-    cut at ``threshold`` (filled and outlined in the class colour; ground truth dashed); right,
-    the mask IoU against the threshold of every detection (``ious`` (N, T), classes
-    ``iou_labels``; ``threshold_sweep``) with this threshold marked."""
+def threshold_frame(image, masks, labels, gt_masks, threshold: float, margin: int = 6) -> Figure:
+    """Chapter 7. One step of the mask-threshold slider: an image's soft masks ``(D, H, W)`` cut
+    at ``threshold`` (filled and outlined in the class colour; ground truth dashed black), the
+    picture cropped to the masks (at any threshold) plus ``margin`` pixels and drawn a column
+    wide, so that the one-cell band along each outline is visible; the title counts the pixels."""
     picture = _image_array(image)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(WIDTH, 3.4), width_ratios=(1, 1.35))
-    left.imshow(picture, interpolation="nearest")
-    overlay = np.zeros((*picture.shape[:2], 4))
     soft = _np(masks)
-    for mask, label in zip(soft, [int(v) for v in labels], strict=True):
+    gts = _np(gt_masks)
+    anywhere = (soft > 0.05).any(0) if len(soft) else np.zeros(picture.shape[:2], bool)
+    ys, xs = np.nonzero(anywhere)
+    if len(ys):
+        y0, y1 = max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, picture.shape[0])
+        x0, x1 = max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, picture.shape[1])
+    else:
+        y0, y1, x0, x1 = 0, picture.shape[0], 0, picture.shape[1]
+    height = min(WIDTH * (y1 - y0) / (x1 - x0), 5.0)
+    fig, ax = plt.subplots(figsize=(WIDTH * 0.8, height))
+    ax.imshow(picture[y0:y1, x0:x1], interpolation="nearest")
+    overlay = np.zeros((y1 - y0, x1 - x0, 4))
+    pixels = 0
+    for mask, label in zip(soft[:, y0:y1, x0:x1], [int(v) for v in labels], strict=True):
         inside = mask >= threshold
+        pixels += int(inside.sum())
         overlay[inside] = (*matplotlib.colors.to_rgb(class_color(label)), 0.45)
         if inside.any() and not inside.all():
-            left.contour(inside.astype(float), levels=[0.5], colors=[class_color(label)], linewidths=1.2)
-    left.imshow(overlay, interpolation="nearest")
-    for gt in _np(gt_masks):
-        left.contour(gt, levels=[0.5], colors="black", linewidths=0.9, linestyles="--")
-    _clean(left, f"masks at threshold {threshold:g}")
-    threshold_sweep(thresholds, ious, iou_labels, ax=right, chosen=threshold, class_names=class_names)
+            ax.contour(inside.astype(float), levels=[0.5], colors=[class_color(label)], linewidths=1.2)
+    ax.imshow(overlay, interpolation="nearest")
+    for gt in gts[:, y0:y1, x0:x1]:
+        if gt.any():
+            ax.contour(gt, levels=[0.5], colors="black", linewidths=0.9, linestyles="--")
+    _clean(ax, f"masks at threshold {threshold:g}: {pixels:,} pixels (crop {x1 - x0}x{y1 - y0} px)")
     fig.tight_layout()
     return fig
 
