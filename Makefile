@@ -33,10 +33,12 @@ site-check: $(STAMP)
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	$(BIN)/python tools/sitecheck.py _build/html
 
+# The chapters open as notebooks (jupytext) on the kernel they name, python3: the lab's own Python,
+# this .venv. jupyterlab-myst renders their MyST (directives, {eval} numbers); chapters/jupytext.toml
+# keeps a saved chapter byte-identical when unchanged.
 lab: $(STAMP)
-	$(BIN)/python -m ipykernel install --sys-prefix --name minimask --display-name "minimask (.venv)"
 	mkdir -p $(VENV)/share/jupyter/lab/settings
-	printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $(VENV)/share/jupyter/lab/settings/overrides.json
+	printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}, "@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}}' > $(VENV)/share/jupyter/lab/settings/overrides.json
 	$(BIN)/jupyter lab --notebook-dir=chapters $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 lint: $(STAMP)

@@ -69,7 +69,9 @@ class CDPError(RuntimeError):
 class Browser:
     """Headless Chromium, driven through the DevTools protocol on fds 3 and 4."""
 
-    def __init__(self, binary: str, width: int, height: int):
+    def __init__(self, binary: str, width: int, height: int, loopback: bool = False):
+        """``loopback``: let the pages reach servers on this machine (a local JupyterLab);
+        the site check leaves it off, so that a page can reach nothing at all."""
         to_chrome_r, self._w = os.pipe()
         self._r, from_chrome_w = os.pipe()
         # Move the child's ends above 10 so that the dup2 onto 3 and 4 cannot clobber them.
@@ -104,7 +106,7 @@ class Browser:
             # Belt and braces with the offline emulation below: any request that still leaves
             # goes to a proxy that does not exist.
             "--proxy-server=127.0.0.1:9",
-            "--proxy-bypass-list=<-loopback>",
+            *([] if loopback else ["--proxy-bypass-list=<-loopback>"]),
             "about:blank",
         ]
         self.process = subprocess.Popen(
@@ -196,16 +198,17 @@ class Browser:
 class Tab:
     """One page target with the domains the check listens to."""
 
-    def __init__(self, browser: Browser):
+    def __init__(self, browser: Browser, offline: bool = True):
         self.browser = browser
         target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         self.session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Network", "Log"):
             self.call(f"{domain}.enable")
-        self.call(
-            "Network.emulateNetworkConditions",
-            {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
-        )
+        if offline:
+            self.call(
+                "Network.emulateNetworkConditions",
+                {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+            )
 
     def call(self, method: str, params: dict | None = None, timeout: float = 60) -> dict:
         return self.browser.call(method, params, self.session, timeout)

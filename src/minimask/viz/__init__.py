@@ -88,6 +88,15 @@ DROPPED_STYLE = {"color": "0.55", "linestyle": ":", "linewidth": 0.8}
 GT_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
 
 
+def output(fig: Figure) -> Figure:
+    """A figure as a cell's output, shown once: closed in pyplot (so the inline backend does not
+    show it a second time) and returned. A chapter cell ends with ``viz.output(fig)``; the book
+    numbers and captions that output from the cell's ``mystnb.figure`` metadata, and a notebook
+    shows it under the cell."""
+    plt.close(fig)
+    return fig
+
+
 def class_color(label: int) -> str:
     """The book's colour for a class label (1-based; 0 is background and has none)."""
     if label < 1:
