@@ -14,7 +14,6 @@ with ``ast``; the oracle is the chapter map below (DESIGN.md "Chapters and modul
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
@@ -77,18 +76,12 @@ EXCEPTIONS = {
     ("scoring", "evaluate"),
 }
 
-CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```\s*$", re.S | re.M)
-
 
 def code_cells(text: str) -> list[str]:
-    """The source of each code cell of a MyST notebook, cell options (``:tags:``) removed."""
-    cells = []
-    for body in CELL.findall(text):
-        lines = body.splitlines()
-        while lines and re.match(r"^:\w[\w-]*:", lines[0]):
-            lines.pop(0)
-        cells.append("\n".join(lines))
-    return cells
+    """The source of each code cell of a MyST notebook, as jupytext reads it (options removed)."""
+    import jupytext
+
+    return [cell.source for cell in jupytext.reads(text, fmt="md:myst").cells if cell.cell_type == "code"]
 
 
 def minimask_imports(source: str) -> list[tuple[str, int]]:

@@ -36,6 +36,19 @@ def test_chapter_runs_as_a_notebook_with_every_figure(chapter):
     assert result.images >= result.figures_wanted
 
 
+def test_a_reader_can_change_the_image_and_a_threshold():
+    """Chapter 6 with another featured image and a class-NMS threshold off the slider's list
+    (it used to fail with "0.45 is not in list"): it runs, and the slider and captions follow."""
+    text = (CHAPTERS / "shortlist.md").read_text(encoding="utf-8")
+    assert text.count("featured_index = 0") == 1 and text.count("cfg = model.config\n") == 1
+    text = text.replace("featured_index = 0", "featured_index = 3")
+    text = text.replace(
+        "cfg = model.config\n", "model.config = model.config.replace(box_nms_thresh=0.45)\ncfg = model.config\n"
+    )
+    result = run_chapter("shortlist", text=text)
+    assert not result.problems(), "; ".join(result.problems())
+
+
 @pytest.mark.parametrize("chapter", NAMES)
 def test_saving_an_unchanged_chapter_rewrites_the_same_bytes(chapter):
     import jupytext

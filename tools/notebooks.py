@@ -50,14 +50,15 @@ def _has(cell, mime: str) -> bool:
     return any(mime in o.get("data", {}) for o in cell.get("outputs", []))
 
 
-def run_chapter(chapter: str, timeout: int = 240) -> NotebookRun:
-    """Execute ``chapters/<chapter>.md`` as a notebook (cwd ``chapters/``) and count its outputs."""
+def run_chapter(chapter: str, timeout: int = 240, text: str | None = None) -> NotebookRun:
+    """Execute ``chapters/<chapter>.md`` (or ``text``, a changed copy of it) as a notebook (cwd
+    ``chapters/``) and count its outputs."""
     import jupytext
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     path = CHAPTERS / f"{chapter}.md"
-    nb = jupytext.read(path)
+    nb = jupytext.reads(text if text is not None else path.read_text(encoding="utf-8"), fmt="md:myst")
     result = NotebookRun(chapter)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
