@@ -32,6 +32,8 @@ OVERRIDES = {
         "defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}
     },
     "@jupyterlab/apputils-extension:notification": {"fetchNews": "false"},  # no news pop-up over the page
+    # every cell rendered (the default draws only the cells in view, so a page capture is blank below)
+    "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
 }
 
 COUNT = """(() => {
@@ -84,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     settings.mkdir(parents=True, exist_ok=True)
     (settings / "overrides.json").write_text(json.dumps(OVERRIDES))
     port = _free_port()
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(home / "user-settings"), "JUPYTER_RUNTIME_DIR": str(home)}
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "user-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),  # no tabs left open by an earlier lab
+        "JUPYTER_RUNTIME_DIR": str(home),
+    }
     lab = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.token=",
          "--ServerApp.password=", "--LabApp.expose_app_in_browser=True", f"--notebook-dir={ROOT / 'chapters'}",
@@ -125,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1)
         path = out / f"lab_{args.chapter}.png"
         path.write_bytes(tab.screenshot())
+        # and the first figure, scrolled to the top of the notebook
+        tab.evaluate(
+            "document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output img')"
+            "?.scrollIntoView({block: 'start'})"
+        )
+        time.sleep(1)
+        (out / f"lab_{args.chapter}_figure.png").write_bytes(tab.screenshot())
         print(f"lab_screenshot: {path}: {counts}  ({time.monotonic() - start:.0f} s after Run All)")
         if not counts or not counts["pictures"] or counts["raw_roles"]:
             return 1
