@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("chapter", nargs="?", default="shortlist", help="chapter name (default: shortlist)")
     parser.add_argument("--out", default=str(ROOT / "_build" / "lab"), help="folder for the PNG")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for Run All")
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="then save the notebook from the lab and fail if the chapter's file changed (restored if so)",
+    )
     args = parser.parse_args(argv)
     if not (ROOT / "chapters" / f"{args.chapter}.md").is_file():
         print(f"lab_screenshot: no chapter chapters/{args.chapter}.md", file=sys.stderr)
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             time.sleep(1)
         time.sleep(5)  # the kernel starts
-        tab.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        tab.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells'); true")
         start = time.monotonic()
         counts = None
         while time.monotonic() - start < args.timeout:
@@ -142,6 +147,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lab_screenshot: {path}: {counts}  ({time.monotonic() - start:.0f} s after Run All)")
         if not counts or not counts["pictures"] or counts["raw_roles"]:
             return 1
+        if args.save:
+            source = ROOT / "chapters" / f"{args.chapter}.md"
+            before = source.read_bytes()
+            tab.evaluate("window.jupyterapp.commands.execute('docmanager:save'); true")
+            saved = source.stat().st_mtime_ns
+            deadline = time.monotonic() + 60
+            while source.stat().st_mtime_ns == saved and time.monotonic() < deadline:
+                time.sleep(1)  # the lab writes the file
+            if source.stat().st_mtime_ns == saved:
+                print(f"lab_screenshot: the lab did not save {source} within 60 s", file=sys.stderr)
+                return 1
+            after = source.read_bytes()
+            if after != before:
+                source.write_bytes(before)
+                (out / f"{args.chapter}.saved.md").write_bytes(after)
+                print(
+                    f"lab_screenshot: saving from the lab changed {source} (restored; the saved text is in"
+                    f" {out / (args.chapter + '.saved.md')})",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"lab_screenshot: saved from the lab after Run All: {source.name} is byte-identical")
         return 0
     finally:
         if browser is not None:
