@@ -359,6 +359,7 @@ class Trace:
         self.image_size = tuple(run.batch.image_sizes[index])
         self.original_size = tuple(run.batch.original_sizes[index])
         self.target = None if target is None else {k: v.detach().cpu() for k, v in target.items()}
+        self._mask_rles: dict[int, dict] | None = None  # given masks of some detections (use_masks)
 
     def __len__(self) -> int:
         return len(self.shortlist)
@@ -504,13 +505,25 @@ class Trace:
         t = self._need_target()
         return _rles(t["masks"].numpy().astype(bool)) if "masks" in t else []
 
+    def use_masks(self, rles: dict[int, dict]) -> None:
+        """Give the binary masks (COCO RLEs, original pixels) of some detections, for a trace of a
+        run made without masks (``until="shortlist"``): ``mask_iou`` and the mask misses read them
+        (``explain_dataset`` computes the masks of the box-matched detections only)."""
+        self._mask_rles = dict(rles)
+
     def mask_iou(self, detection: int, gt_index: int) -> float:
         """Mask IoU (pycocotools) of a detection's mask (>= mask_threshold) with an object's mask
-        (nan without masks: no target masks, or a run made without them)."""
-        if self.segmentation is None or not self._gt_rles:
+        (nan without masks: no target masks, or a run made without them and none given)."""
+        if not self._gt_rles:
+            return float("nan")
+        if self._mask_rles is not None:
+            rle = self._mask_rles.get(detection)
+        else:
+            rle = None if self.segmentation is None else self._det_rles[detection]
+        if rle is None:
             return float("nan")
         crowd = [self._crowd[gt_index]]
-        return float(np.asarray(mask_utils.iou([self._det_rles[detection]], [self._gt_rles[gt_index]], crowd))[0, 0])
+        return float(np.asarray(mask_utils.iou([rle], [self._gt_rles[gt_index]], crowd))[0, 0])
 
     @cached_property
     def _matching(self) -> tuple[list[int], list[int]]:
@@ -983,6 +996,35 @@ def _coco_box_ap(coco_gt, results: list[dict], image_ids: list[int]) -> dict[str
     return {"AP": mean(precision), "AP50": mean(precision[0])}
 
 
+def _matched_masks(model, run, traces: list[Trace]) -> None:
+    """The masks of every trace's box-matched detections, by one mask-head pass over the batch
+    (``segmentation.segment`` on those boxes only; all images given, so that RoIAlign infers its
+    scales from the same padded batch as the full run), handed to each trace (``use_masks``)."""
+    from minimask.segmentation import segment
+
+    cfg = model.config
+    matched = [sorted(d for d in tr._matching[1] if d >= 0) for tr in traces]
+    if not any(matched):
+        for tr in traces:
+            tr.use_masks({})
+        return
+    index = [torch.as_tensor(m, dtype=torch.int64) for m in matched]
+    heads = model.roi_heads
+    records = segment(
+        heads.mask_head,
+        heads.mask_predictor,
+        run.features.maps,
+        [s.boxes[k] for s, k in zip(run.shortlist, index, strict=True)],
+        [s.labels[k] for s, k in zip(run.shortlist, index, strict=True)],
+        run.batch.image_sizes,
+        cfg,
+        original_sizes=run.batch.original_sizes,
+    )
+    for tr, m, seg in zip(traces, matched, records, strict=True):
+        binary = (seg.masks[:, 0].detach().cpu() >= cfg.mask_threshold).numpy()
+        tr.use_masks(dict(zip(m, _rles(binary), strict=True)))
+
+
 def _coco_without(coco_gt, annotation_ids: set[int]):
     """A copy of a pycocotools ``COCO`` without some annotations."""
     from pycocotools.coco import COCO
@@ -1014,6 +1056,8 @@ def explain_dataset(
     box AP gained by fixing each cause (``Report.fixed``: one COCOeval per cause present).
     ``iou_type="bbox"``: the model runs until the shortlist (no masks, about half the time) and
     an object matched by its box is never missed (no "segmentation"/"mask_iou" misses).
+    ``"segm"``: the same run, then the mask head on the box-matched detections only (their masks
+    are the only ones a miss depends on; ``Trace.use_masks``).
     ``passes``: an earlier ``data.runs`` pass over ``dataset`` (``until="longlist"`` is
     enough) whose features are reused (``model.resume``): a sweep of the longlist's and later
     thresholds without running the backbone again.
@@ -1033,10 +1077,11 @@ def explain_dataset(
     results: list[dict] = []
     fp_fix: list[tuple[str, int, int | None]] = []  # (kind, result row, gt annotation to copy or None)
     n_objects = n_dets = 0
-    until = None if iou_type == "segm" else "shortlist"
-    for batch, targets, run in runs(model, dataset, batch_size, progress, "explain", until, max_images, passes):
-        for j, (i, target) in enumerate(zip(batch, targets, strict=True)):
-            tr = Trace(run, j, cfg, target)
+    for batch, targets, run in runs(model, dataset, batch_size, progress, "explain", "shortlist", max_images, passes):
+        traces = [Trace(run, j, cfg, target) for j, target in enumerate(targets)]
+        if iou_type == "segm":
+            _matched_masks(model, run, traces)
+        for j, (i, target, tr) in enumerate(zip(batch, targets, traces, strict=True)):
             image_id = int(target["image_id"])
             anns = dataset.annotations(i)
             out = {k: v.cpu() for k, v in run.detections[j].items()}
