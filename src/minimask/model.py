@@ -77,6 +77,14 @@ class Run:
         ]
 
 
+UNTIL = (None, "longlist", "shortlist")  # where an inference run may stop (model.run, model.resume)
+
+
+def _check_until(until: str | None, method: str) -> None:
+    if until not in UNTIL:
+        raise ValueError(f"model.{method}(until=...): expected None, 'longlist' or 'shortlist', got {until!r}")
+
+
 class MaskRCNN(nn.Module):
     """Chapter 9. Mask R-CNN with torchvision's contract and parameter names.
 
@@ -138,8 +146,7 @@ class MaskRCNN(nn.Module):
         "shortlist" (the detections without masks, what a box evaluation needs); the records made
         are those of the full run.
         """
-        if until not in (None, "longlist", "shortlist"):
-            raise ValueError(f"model.run(until=...): expected None, 'longlist' or 'shortlist', got {until!r}")
+        _check_until(until, "run")
         if targets is None:
             with torch.no_grad():
                 return self._chain(images, None, until)
@@ -164,8 +171,7 @@ class MaskRCNN(nn.Module):
                 f"model.resume(run): config fields {', '.join(changed)} differ from the run's; "
                 "they change the features or anchors, so run the model again (model.run)"
             )
-        if until not in (None, "longlist", "shortlist"):
-            raise ValueError(f"model.resume(until=...): expected None, 'longlist' or 'shortlist', got {until!r}")
+        _check_until(until, "resume")
         with torch.no_grad():
             return self._chain([], None, until, start=run)
 
