@@ -18,14 +18,14 @@ def check_partition(record, kept_rows: Tensor) -> None:
     """Kept rows and each step's dropped rows partition the input; funnel and fates agree."""
     n = len(record.fate)
     assert record.fate.dtype == torch.int8 and set(record.fate.unique().tolist()) <= set(range(len(FATES)))
-    assert set(record.dropped) == set(record.STEPS) and list(record.dropped) == list(record.STEPS)
+    assert set(record.dropped) == set(record.steps) and list(record.dropped) == list(record.steps)
     rows = torch.cat([kept_rows, *record.dropped.values()])
     assert len(rows) == n and torch.equal(torch.sort(rows).values, torch.arange(n, device=rows.device))
     assert bool((record.fate[kept_rows] == KEPT).all())
     funnel = record.funnel
-    assert list(funnel) == ["input", *record.STEPS] and funnel["input"] == n
+    assert list(funnel) == ["input", *record.steps] and funnel["input"] == n
     counts = list(funnel.values())
-    for before, after, step in zip(counts, counts[1:], record.STEPS, strict=False):
+    for before, after, step in zip(counts, counts[1:], record.steps, strict=False):
         assert before - after == len(record.dropped[step])
     assert counts[-1] == len(kept_rows)
     for step, dropped in record.dropped.items():  # the lookup agrees with the table

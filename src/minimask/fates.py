@@ -100,30 +100,47 @@ def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
 
 
 class Filtered:
-    """What every filtering record derives from its ``fate`` codes and ``steps``.
+    """What every filtering record derives from its ``fate`` codes and the order its steps ran.
 
     A subclass is a frozen dataclass with a ``fate`` field (``Tensor[N]`` int8, one code of
     ``FATES`` per input row) and, where NMS ran, an ``nms`` field (``NmsStep``); ``STEPS``
-    names its steps in the order they run.
+    names its steps in the order they usually run. A record whose rules ran them in another
+    order (Detectron2's shortlist drops small boxes after the cap) stores that order in an
+    ``order`` field; ``steps`` is what ran, and ``dropped``, ``funnel`` and ``alive_after``
+    follow it.
     """
 
     STEPS: ClassVar[tuple[str, ...]] = ()
     fate: Tensor
 
     @property
+    def steps(self) -> tuple[str, ...]:
+        """The steps in the order they ran for this record."""
+        return tuple(getattr(self, "order", ()) or self.STEPS)
+
+    @property
     def dropped(self) -> dict[str, Tensor]:
-        """Step -> the input rows it dropped (``Tensor`` int64, increasing), in step order."""
-        return {step: torch.where(self.fate == CODE[step])[0] for step in self.STEPS}
+        """Step -> the input rows it dropped (``Tensor`` int64, increasing), in the order run."""
+        return {step: torch.where(self.fate == CODE[step])[0] for step in self.steps}
+
+    def alive_after(self, step: str) -> Tensor:
+        """``Tensor[N]`` bool: the input rows still in the stage after ``step`` ran.
+
+        ``"input"`` gives every row; the last step gives the kept rows. A row dropped by a
+        step that runs later is still alive here.
+        """
+        if step == "input":
+            return torch.ones(len(self.fate), dtype=torch.bool, device=self.fate.device)
+        if step not in self.steps:
+            raise ValueError(f"{type(self).__name__} has no step {step!r}; its steps are {self.steps}")
+        done = self.steps[: self.steps.index(step) + 1]
+        gone = torch.tensor([CODE[s] for s in done], dtype=self.fate.dtype, device=self.fate.device)
+        return ~torch.isin(self.fate, gone)
 
     @property
     def funnel(self) -> dict[str, int]:
-        """``"input"``: rows in; then each step -> rows that survive it."""
-        counts = torch.bincount(self.fate.to(torch.int64), minlength=len(FATES)).tolist()
-        out, left = {"input": len(self.fate)}, len(self.fate)
-        for step in self.STEPS:
-            left -= counts[CODE[step]]
-            out[step] = left
-        return out
+        """``"input"``: rows in; then each step, in the order run -> rows that survive it."""
+        return {step: int(self.alive_after(step).sum()) for step in ("input", *self.steps)}
 
     def fate_of(self, row: int) -> str:
         """The fate of input ``row``: ``"kept"`` or the step that dropped it."""

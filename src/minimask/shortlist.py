@@ -50,6 +50,7 @@ class Shortlist(Filtered):
     nms: NmsStep  # the per-class NMS: its input candidates and decision (suppressors on demand)
     num_foreground: int  # K
     boxes_orig: Tensor | None = None  # (D, 4) the boxes in original-image pixels (given original_size)
+    order: tuple[str, ...] = ()  # the steps in the order they ran, where not STEPS (Detectron2's rules)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -116,6 +117,7 @@ def select_shortlist(
         w, h = mapped[:, 2] - mapped[:, 0], mapped[:, 3] - mapped[:, 1]
         rows = drop(fate, "small_box", rows, torch.where((w > cfg.box_min_size) & (h > cfg.box_min_size))[0])
     k = c.probs.shape[1] - 1
+    after = cfg.small_box_removal == "after_rescale" and original_size is not None
     return Shortlist(
         boxes=boxes[rows],
         scores=scores[rows],
@@ -126,4 +128,5 @@ def select_shortlist(
         nms=nms,
         num_foreground=k,
         boxes_orig=None if original_size is None else boxes_to_original(boxes[rows], image_size, original_size, cfg),
+        order=("score_threshold", "nms", "cap", "small_box") if after else (),
     )
