@@ -198,8 +198,8 @@ def test_rpn_min_size_strict_is_detectron2s_nonempty():
     clipped to zero width at the border is dropped; torchvision's rule (side >= min) keeps it at 0."""
     obj = _objectness([[10, 10, 50, 50], [100, 20, 130, 60]], [1.0, 2.0])  # the 2nd clips to x 100..100
     tv_like = TV.replace(rpn_min_size=0.0)
-    assert len(select_longlist(obj, (100, 100), tv_like)) == 2  # width 0 >= 0: kept
-    d2 = select_longlist(obj, (100, 100), D2)
+    assert len(select_longlist(obj, tv_like)) == 2  # width 0 >= 0: kept
+    d2 = select_longlist(obj, D2)
     assert len(d2) == 1 and d2.fate_of(1) == "small_box"  # width 0 > 0 fails
 
 
@@ -207,10 +207,10 @@ def test_rpn_nms_on_logits_breaks_sigmoid_ties():
     """Logits 20 and 30 both have sigmoid 1.0 in float32; Detectron2 ranks by the logit."""
     assert torch.sigmoid(torch.tensor(20.0)) == torch.sigmoid(torch.tensor(30.0)) == 1.0
     obj = _objectness([[10, 10, 50, 50], [11, 11, 51, 51]], [20.0, 30.0])  # IoU 0.905 > 0.7
-    d2 = select_longlist(obj, (100, 100), D2)
+    d2 = select_longlist(obj, D2)
     assert d2.anchor_index.tolist() == [1] and d2.fate_of(0) == "nms"
     assert d2.nms.scores.tolist() == [30.0, 20.0]  # NMS saw logits (best first after the top-k)
-    assert len(select_longlist(obj, (100, 100), TV)) == 1  # one of the tied pair
+    assert len(select_longlist(obj, TV)) == 1  # one of the tied pair
 
 
 # --- chapter 5: level assignment --------------------------------------------------------------------
@@ -262,8 +262,8 @@ def test_empty_boxes_are_removed_after_rescaling_and_cost_a_cap_slot():
     keeps it through NMS and the cap (DETECTIONS_PER_IMAGE) and drops it in detector_postprocess."""
     c = _classification([[100, 10, 100, 40], [10, 10, 40, 40]], [[0.05, 0.9, 0.05], [0.2, 0.7, 0.1]])
     one = dict(box_detections_per_img=1)
-    tv = select_shortlist(c, (100, 100), TV.replace(num_classes=3, **one), original_size=(50, 50))
-    d2 = select_shortlist(c, (100, 100), D2.replace(num_classes=3, **one), original_size=(50, 50))
+    tv = select_shortlist(c, TV.replace(num_classes=3, **one), original_size=(50, 50))
+    d2 = select_shortlist(c, D2.replace(num_classes=3, **one), original_size=(50, 50))
     assert tv.proposal_index.tolist() == [1] and tv.fate_of(0) == "small_box"
     assert len(d2) == 0 and d2.fate_of(0) == "small_box" and d2.fate_of(2) == "cap"
     assert d2.nms.groups.tolist() == [0, 0, 1]  # Detectron2's class index: label - 1 (labels 1, 1, 2)
@@ -512,3 +512,63 @@ def test_predict_and_explain_a_detectron2_checkpoint(seeded, tmp_path):
     assert "photo.png" in report and (tmp_path / "out" / "photo_explain.png").stat().st_size > 1000
     with pytest.raises(SystemExit):  # --config without --detectron2: a one-line error, exit 2
         predict.main([str(tmp_path / "photo.png"), "--out", str(tmp_path / "o2"), "--config", "x.yaml"])
+
+
+# --- the Detectron2 column of chapter 11's table -------------------------------------------------
+def _nested(key: str, value) -> dict:
+    out: dict = {}
+    d = out
+    *parents, last = key.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[last] = value
+    return out
+
+
+def _perturbed(value):
+    """Another value of the same type, to show that a key is read (a typo would change the field)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    return [_perturbed(value[0])] + list(value[1:])
+
+
+def test_the_table_shows_detectron2s_own_value_for_each_key():
+    """Oracle: ``config_from_detectron2`` (which reads a Detectron2 config into our fields) fed
+    the one key with the table's value gives ``Config.detectron2_r50()``'s field; a changed value
+    changes the field or is refused, so the key is read and a typo in the table fails here."""
+    from minimask.compat import D2_KEY_TYPES, _d2_type_ok
+    from minimask.config import config_table
+    from minimask.viz.rules import DETECTRON2_VALUES, detectron2_keys
+
+    fields = {}
+    for row in config_table(D2):
+        for key in detectron2_keys(row):
+            fields.setdefault(key, []).append(row["name"])
+    assert set(fields) == set(DETECTRON2_VALUES)  # every value is shown, every shown key has one
+    for key, value in DETECTRON2_VALUES.items():
+        assert key in D2_KEY_TYPES and _d2_type_ok(value, D2_KEY_TYPES[key]), key
+        if key == "MODEL.RPN.CONV_DIMS":  # not read: one conv per entry, -1 = the input's width
+            assert len(value) == D2.rpn_head_conv_depth and value == [-1] * len(value)
+            continue
+        cfg = config_from_detectron2(_nested(key, value), base=TV)
+        for name in fields[key]:
+            assert getattr(cfg, name) == getattr(D2, name), (key, name)
+        try:
+            other = config_from_detectron2(_nested(key, _perturbed(value)), base=TV)
+        except ValueError:
+            continue
+        assert any(getattr(other, n) != getattr(D2, n) for n in fields[key]), key
+
+
+def test_the_table_names_what_detectron2_lacks_and_not_our_numbers():
+    from minimask.config import config_table
+    from minimask.viz.rules import detectron2_cell
+
+    cells = {row["name"]: detectron2_cell(row, D2) for row in config_table(TV)}
+    assert (cells["num_classes"], cells["trainable_backbone_layers"]) == ("80", "2")
+    assert cells["roi_aligned"] == "ROIAlignV2" and cells["mask_paste_padding"].startswith("none")
+    assert cells["resize_rounding"] == D2.resize_rounding  # a rule in code: our switch's value

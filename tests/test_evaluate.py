@@ -11,8 +11,9 @@ import torch
 from pycocotools import mask as mask_utils
 
 from minimask import Config
+from minimask.coco_eval import ap, ap_above, encode_masks, evaluate, ground_truth, summary, to_results
 from minimask.data import shapes_val
-from minimask.evaluate import coco_ground_truth, coco_stats, encode_masks, paste_ceiling, to_coco_results
+from minimask.evaluate import paste_ceiling
 
 
 @pytest.fixture(scope="module")
@@ -28,29 +29,72 @@ def _perfect_results(dataset, relabel=None) -> list[dict]:
         labels = t["labels"] if relabel is None else relabel(t["labels"])
         out = {"boxes": t["boxes"], "labels": labels, "scores": torch.ones(len(labels)),
                "masks": t["masks"][:, None].float()}  # fmt: skip
-        results += to_coco_results(out, int(t["image_id"]), dataset.label_to_category_id, 0.5)
+        results += to_results(out, int(t["image_id"]), dataset.label_to_category_id, 0.5)
     return results
 
 
 def test_ground_truth_as_detections_scores_ap_one(val):
     """Oracle: COCOeval. Perfect detections give AP 1 for boxes and masks; so the conversion
     (xyxy -> xywh, labels -> category ids, masks -> RLE) is right."""
-    gt, ids = coco_ground_truth(val)
+    gt, ids = ground_truth(val)
     results = _perfect_results(val)
     assert len(results) == sum(len(val[i][1]["labels"]) for i in range(len(val)))
     for kind in ("bbox", "segm"):
-        stats = coco_stats(gt, results, kind, ids)
+        stats = summary(gt, results, kind, ids)
         assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0), kind
 
 
 def test_wrong_classes_score_zero(val):
     """The same boxes with every label moved to the next class: COCOeval gives AP ~0 (not
     exactly 0: an occluding object's box can overlap another class's box at IoU > 0.5)."""
-    gt, ids = coco_ground_truth(val)
+    gt, ids = ground_truth(val)
     k = len(val.class_names) - 1
     results = _perfect_results(val, relabel=lambda labels: labels % k + 1)
-    assert coco_stats(gt, results, "bbox", ids)["AP"] < 0.01
-    assert coco_stats(gt, [], "segm", ids)["AP"] == 0.0
+    assert summary(gt, results, "bbox", ids)["AP"] < 0.01
+    assert summary(gt, [], "segm", ids)["AP"] == 0.0
+
+
+def _noisy_results(dataset, seed=0) -> list[dict]:
+    """Box results near the ground truth: each object found with a jittered box and a score
+    rounded to 0.01 (ties, and scores equal to a threshold), 15% with the wrong class, plus one
+    false positive per image."""
+    g = torch.Generator().manual_seed(seed)
+    k = len(dataset.class_names) - 1
+    results = []
+    for i in range(len(dataset)):
+        _, t = dataset[i]
+        boxes = torch.cat([t["boxes"], t["boxes"][:1] + 40])  # the last: beside the first object
+        boxes = boxes + torch.randn(boxes.shape, generator=g) * 3
+        labels = torch.cat([t["labels"], t["labels"][:1]])[: len(boxes)]
+        wrong = torch.rand(len(labels), generator=g) < 0.15
+        labels = torch.where(wrong, labels % k + 1, labels)
+        scores = (torch.rand(len(labels), generator=g) * 100).round() / 100
+        out = {"boxes": boxes, "labels": labels, "scores": scores}
+        results += to_results(out, int(t["image_id"]), dataset.label_to_category_id, 0.5)
+    return results
+
+
+def _matches(ev) -> tuple[np.ndarray, int]:
+    """COCOeval's own matches at IoU 0.5, area "all": matched or not per kept detection, and the objects."""
+    every = [e for e in ev.evalImgs if e is not None and e["aRng"] == [0, 1e10]]
+    hits = np.concatenate([(e["dtMatches"][0] > 0)[~e["dtIgnore"][0]] for e in every])
+    return hits, sum(int((e["gtIgnore"] == 0).sum()) for e in every)
+
+
+def test_ap_above_equals_cocoeval_on_the_thresholded_results(val):
+    """Oracle: a fresh COCOeval on the results scoring above t. One run with the detections
+    scoring at most t ignored gives the same AP50, precision and recall, thresholds equal
+    to some scores included."""
+    gt, ids = ground_truth(val)
+    results = _noisy_results(val)
+    thresholds = [0.0, 0.3, 0.55, 0.9]
+    curves = ap_above(evaluate(gt, results, "bbox", ids, all_areas=False), thresholds)
+    for i, t in enumerate(thresholds):
+        fresh = evaluate(gt, [r for r in results if r["score"] > t], "bbox", ids, all_areas=False)
+        hits, objects = _matches(fresh)
+        assert curves["AP50"][i] == ap(fresh)["AP50"], t
+        assert curves["precision"][i] == hits.mean() and curves["recall"][i] == hits.sum() / objects, t
+    assert len(set(curves["AP50"].tolist())) == len(thresholds), "each threshold changes AP50 here"
 
 
 def test_encode_masks_round_trip_through_pycocotools():

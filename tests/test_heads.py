@@ -191,7 +191,7 @@ def shortlist_case(seed: int, p: int, k1: int, size=(200, 300), spread: float = 
 def assert_shortlist_equals_torchvision(proposals, logits, deltas, size, cfg):
     boxes, scores, labels = torchvision_roi_heads(cfg).postprocess_detections(logits, deltas, [proposals], [size])
     c = classification_of(logits, deltas, proposals, size, cfg)
-    s = select_shortlist(c, size, cfg)
+    s = select_shortlist(c, cfg)
     torch.testing.assert_close(s.boxes, boxes[0], rtol=0, atol=0)
     torch.testing.assert_close(s.scores, scores[0], rtol=0, atol=0)
     assert torch.equal(s.labels, labels[0])
@@ -255,8 +255,6 @@ def test_shortlist_edge_cases():
     cfg = CFG.replace(box_detections_per_img=7)
     _, s = assert_shortlist_equals_torchvision(proposals, logits, deltas, (200, 300), cfg)
     assert len(s.boxes) == 7 and len(s.dropped["cap"]) == s.funnel["nms"] - 7
-    with pytest.raises(ValueError, match="image_size"):
-        select_shortlist(classification_of(logits, deltas, proposals, (200, 300)), (100, 100), CFG)
 
 
 # --- chapter 7: segmentation ----------------------------------------------------------------------
@@ -291,7 +289,7 @@ def test_segment_equals_torchvision_mask_branch():
     for s, thresh in zip(sizes, (0.05, 1.0), strict=True):  # the second image has no detections
         proposals, logits, deltas = shortlist_case(int(s[0]), 40, 4, s)
         cfg = CFG.replace(box_detections_per_img=6, box_score_thresh=thresh)
-        shortlists.append(select_shortlist(classification_of(logits, deltas, proposals, s), s, cfg))
+        shortlists.append(select_shortlist(classification_of(logits, deltas, proposals, s), cfg))
     records = segment(
         head, pred, maps, [s.boxes for s in shortlists], [s.labels for s in shortlists], sizes, CFG, originals
     )
@@ -406,7 +404,7 @@ def test_score_parts_follow_lineage():
         fate=torch.zeros(50, dtype=torch.int8), nms=None, image_size=size,
     )  # fmt: skip
     c = classification_of(logits, deltas, proposals, size)
-    s = select_shortlist(c, size, CFG)
+    s = select_shortlist(c, CFG)
     seg = segment(MaskHead(8, (8,), 1), MaskPredictor(8, 8, 5), maps, [s.boxes], [s.labels], [size], CFG, [size])[0]
     sc = score_parts(ll, c, s, seg, CFG)
     assert len(s.boxes) > 5

@@ -285,7 +285,7 @@ def test_training_run_records_are_consistent():
     for key in LOSS_KEYS:
         assert torch.equal(run.losses[key], expected[key]), key
     assert run.crowd_dropped[0].tolist() == [3] and run.crowd_dropped[1].numel() == 0
-    assert run.shortlist == [] and run.scores == []
+    assert run.shortlist is None and run.scores is None  # absent in a training run
     with pytest.raises(ValueError, match="training run"):
         _ = run.detections
     cfg = ours.config

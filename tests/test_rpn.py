@@ -187,8 +187,9 @@ def test_resnet18_freezing_and_norm_equal_resnet_fpn_extractor(trainable, norm):
 
 
 def test_small_backbone_structure():
-    """Oracle: the issue's spec and torchvision's own BasicBlock/BackboneWithFPN: strides 4..64,
-    widths per layer, one BasicBlock per stage, BatchNorm in the FPN convs when fpn_norm."""
+    """Oracle: the small backbone as Config.shapes() specifies it and torchvision's own
+    BasicBlock/BackboneWithFPN: strides 4..64, widths per layer, one BasicBlock per stage,
+    BatchNorm in the FPN convs when fpn_norm."""
     cfg = SHAPES
     bb = build_backbone(cfg).eval()
     body = bb.body
@@ -398,7 +399,7 @@ def test_longlist_properties_and_filter_proposals(
     deltas[::5] = 0.0
     proposals = B.decode(deltas, obj.anchors, cfg.rpn_bbox_reg_weights, cfg.bbox_xform_clip)
     obj = dataclasses.replace(obj, logits=logits, deltas=deltas, proposals=proposals)
-    ll = select_longlist(obj, image_size, cfg, training=training)
+    ll = select_longlist(obj, cfg, training=training)
     rpn = tv_rpn(cfg).train(training)
     boxes, scores = rpn.filter_proposals(obj.proposals[None], obj.logits[:, None], [image_size], obj.num_per_level)
     torch.testing.assert_close(ll.boxes, boxes[0], rtol=0, atol=1e-4)

@@ -20,20 +20,8 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
 from minimask.config import Config
 from minimask.data import drop_crowd
-from minimask.targets import (
-    BETWEEN,
-    LOW_QUALITY,
-    NEGATIVE_IOU,
-    NO_GT,
-    NOT_SAMPLED,
-    POSITIVE_IOU,
-    mask_targets,
-    match,
-    project_masks,
-    roi_targets,
-    rpn_targets,
-    sample,
-)
+from minimask.fates import CODE
+from minimask.targets import mask_targets, match, project_masks, roi_targets, rpn_targets, sample
 
 CFG = Config.shapes()
 
@@ -94,16 +82,16 @@ def test_match_equals_torchvision_matcher(m, thresholds, low_quality):
     fg, bg = thresholds
     expected = det_utils.Matcher(fg, bg, allow_low_quality_matches=low_quality)(m.clone())
     got = match(m, fg, bg, allow_low_quality=low_quality)
-    torch.testing.assert_close(got.matched, expected, rtol=0, atol=0)
+    torch.testing.assert_close(got.gt_index, expected, rtol=0, atol=0)
     # the record's verdicts are the Matcher's codes, spelled out
     torch.testing.assert_close(got.label, torch.where(expected >= 0, 1, torch.where(expected == -1, 0, -1)))
     torch.testing.assert_close(got.iou, m.max(dim=0).values)
-    assert ((got.reason == POSITIVE_IOU) == (got.iou >= fg)).all()
-    assert ((got.reason == LOW_QUALITY) == ((expected >= 0) & (got.iou < fg))).all()
-    assert ((got.reason == NEGATIVE_IOU) == (expected == -1)).all()
-    assert ((got.reason == BETWEEN) == (expected == -2)).all()
+    assert (got.low_quality == ((expected >= 0) & (got.iou < fg))).all()
+    counts = got.counts()
+    assert counts["positive_iou"] == int((got.iou >= fg).sum()) and counts["ignored"] == int((expected == -2).sum())
+    assert counts["negative"] == int((expected == -1).sum()) and sum(counts.values()) == m.shape[1]
     # a low-quality match keeps its own argmax object
-    assert (got.matched[got.label == 1] == got.best_gt[got.label == 1]).all()
+    assert (got.gt_index[got.label == 1] == got.best_gt[got.label == 1]).all()
 
 
 def test_low_quality_match_keeps_its_own_argmax_target():
@@ -112,10 +100,9 @@ def test_low_quality_match_keeps_its_own_argmax_target():
     m = torch.tensor([[0.4, 0.1, 0.2], [0.6, 0.9, 0.0]])
     got = match(m, 0.7, 0.3, allow_low_quality=True)
     expected = det_utils.Matcher(0.7, 0.3, allow_low_quality_matches=True)(m.clone())
-    assert got.matched.tolist() == expected.tolist() == [1, 1, -1]
-    assert got.reason.tolist() == [LOW_QUALITY, POSITIVE_IOU, NEGATIVE_IOU]
-    assert got.counts() == {"iou>=0.7": 1, "low_quality_best": 1, "iou<0.3": 1, "between": 0, "no_gt": 0,
-                            "not_sampled": 0}  # fmt: skip
+    assert got.gt_index.tolist() == expected.tolist() == [1, 1, -1]
+    assert got.low_quality.tolist() == [True, False, False]
+    assert got.counts() == {"positive_iou": 1, "low_quality": 1, "negative": 1, "ignored": 0}
 
 
 def test_match_without_ground_truth_is_all_background():
@@ -124,7 +111,7 @@ def test_match_without_ground_truth_is_all_background():
     with pytest.raises(ValueError):
         det_utils.Matcher(0.7, 0.3, True)(torch.zeros(0, 5))
     got = match(torch.zeros(0, 5), 0.7, 0.3, allow_low_quality=True)
-    assert got.label.tolist() == [0] * 5 and got.reason.tolist() == [NO_GT] * 5
+    assert got.label.tolist() == [0] * 5 and got.gt_index.tolist() == [-1] * 5 and not got.low_quality.any()
 
 
 def test_match_rejects_bad_input():
@@ -194,14 +181,16 @@ def test_rpn_targets_equal_assign_targets_to_anchors(num_gt, seed):
     assert (got.box_targets[~positive] == 0).all() and (got.gt_index[~positive] == -1).all()
     assert got.sample.positive_mask.tolist() == pos_tv[0].bool().tolist()
     assert got.sample.negative_mask.tolist() == neg_tv[0].bool().tolist()
-    # the loss-side label and final reasons
+    # the loss-side label and the fates: kept = drawn, ignored = torchvision's -1, not_sampled
     drawn = got.sample.positive_mask | got.sample.negative_mask
     assert (got.label[drawn] == labels_tv[0][drawn]).all() and (got.label[~drawn] == -1).all()
-    assert ((got.reason == NOT_SAMPLED) == (~drawn & (labels_tv[0] >= 0))).all()
+    assert ((got.fate == CODE["not_sampled"]) == (~drawn & (labels_tv[0] >= 0))).all()
+    assert ((got.fate == CODE["ignored"]) == (labels_tv[0] == -1)).all()
     counts = got.counts()
-    assert sum(v for k, v in counts.items() if not k.startswith("sampled")) == anchors.shape[0]
+    assert sum(counts[k] for k in ("positive_iou", "low_quality", "negative", "ignored")) == anchors.shape[0]
+    assert counts["sampled_positive"] + counts["sampled_negative"] == int(drawn.sum()) == got.funnel["not_sampled"]
     if num_gt == 0:
-        assert counts["no_gt"] + counts["not_sampled"] == anchors.shape[0]
+        assert counts["negative"] == anchors.shape[0]
     else:
         assert positive.any()  # low-quality rule: every object has at least one positive anchor
 
@@ -215,7 +204,7 @@ def test_rpn_targets_every_object_gets_an_anchor():
     labels_tv, _ = tv_rpn(CFG).assign_targets_to_anchors([anchors], [{"boxes": gt}])
     assert got.match.iou.max() < CFG.rpn_bg_iou_thresh
     assert (got.match.label == 1).sum() == (labels_tv[0] == 1).sum() >= 1
-    assert (got.match.reason[got.match.label == 1] == LOW_QUALITY).all()
+    assert (got.match.low_quality == (got.match.label == 1)).all()
 
 
 # --- RoI targets --------------------------------------------------------------------------------------
@@ -242,15 +231,17 @@ def test_roi_targets_equal_select_training_samples(seed):
     got = [roi_targets(p, b, lab, CFG) for p, b, lab in zip(props, gts, labels, strict=True)]
     for g, b, m, lab, r, p, gt in zip(got, boxes_tv, matched_tv, labels_tv, reg_tv, props, gts, strict=True):
         torch.testing.assert_close(g.sampled_boxes, b, rtol=0, atol=0)
-        assert g.sampled_gt.tolist() == m.tolist()
         assert g.sampled_labels.tolist() == lab.tolist()
         pos = lab > 0
+        # the matched GT of each sampled positive; torchvision points the other rows at GT 0
+        assert g.gt_index[g.sampled_index][pos].tolist() == m[pos].tolist()
+        assert (g.gt_index[g.sampled_index][~pos] == -1).all()
         torch.testing.assert_close(g.box_targets[pos], r[pos], rtol=0, atol=0)
         # lineage: appended GT rows are marked, the others point into the proposals
         assert (g.proposal_index[: p.shape[0]] == torch.arange(p.shape[0])).all()
         assert (g.proposal_index[p.shape[0] :] == -1).all() and g.boxes.shape[0] == p.shape[0] + gt.shape[0]
     assert got[0].counts()["sampled_positive"] >= 3  # each GT box is a positive RoI of itself
-    assert (got[1].reason[got[1].sample.index] == NO_GT).all()
+    assert (got[1].match.label == 0).all() and (got[1].gt_index == -1).all()  # no objects: all background
 
 
 def test_crowd_objects_are_dropped_before_matching():

@@ -1,9 +1,10 @@
 """Figures of chapters 2-4 (``minimask.viz.rpn``): each returns a Figure with the expected artists.
 
-The records come from a small untrained model on one 48x48 image with two objects; the
-figure helpers that compute numbers (``funnel_per_level``, ``coverage_ledger``,
-``nms_groups``, ``anchor_verdicts``) are checked against the records' own accounts
-(``Longlist.funnel``, ``fate``, ``NmsStep.suppressor``, ``Matches.label``).
+The records come from a small untrained model on one 48x48 image with two objects; what the
+figures count is computed in the stage modules (``longlist.funnel_per_level``,
+``coverage_ledger``, ``nms_groups``, ``objectness.anchor_verdicts``) and checked here against
+the records' own accounts (``Longlist.funnel``, ``fate``, ``NmsStep.suppressor``,
+``Matches.label``) and against IoU computed directly.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
+from torchvision.ops import box_iou, clip_boxes_to_image
 
 from minimask import Config
 from minimask.boxes import iou
 from minimask.fates import CODE
+from minimask.longlist import coverage_ledger, funnel_per_level, nms_groups
 from minimask.model import MaskRCNN
+from minimask.objectness import anchor_verdicts
+from minimask.targets import rpn_targets
 from minimask.transform import resize_boxes, resize_image
 from minimask.viz import rpn
 
@@ -113,44 +118,63 @@ def test_anchors_to_boxes_pairs(records):
 def test_anchor_verdicts_agree_with_the_match(records):
     rpn_t = records["train"].rpn_targets[0]
     for gt in range(len(rpn_t.gt_boxes)):
-        overlap, names = rpn.anchor_verdicts(rpn_t, gt)
+        overlap, names = anchor_verdicts(rpn_t, gt)
         assert len(names) == len(rpn_t.anchors)
         label = rpn_t.match.label
         assert {names[i] for i in torch.where(label == 0)[0].tolist()} <= {"negative"}
         assert {names[i] for i in torch.where(label == -1)[0].tolist()} <= {"ignored"}
         mine = [i for i, n in enumerate(names) if n in ("positive", "best anchor")]
-        assert all(int(rpn_t.match.matched[i]) == gt for i in mine)
+        assert all(int(rpn_t.match.gt_index[i]) == gt for i in mine)
+        assert all(bool(rpn_t.match.low_quality[i]) == (names[i] == "best anchor") for i in mine)
         torch.testing.assert_close(overlap, iou(rpn_t.gt_boxes[gt : gt + 1], rpn_t.anchors)[0])
     fig = rpn.anchor_targets(rpn_t, 0, records["picture"], records["run"].objectness[0].anchor_level)
     assert len(fig.axes) == 2 and fig.axes[1].collections  # the IoU scatter
 
 
+def test_anchor_targets_draws_the_thresholds_of_its_match(records):
+    """Matched at other thresholds, the figure's dashed lines and legend follow the record."""
+    rpn_t = records["train"].rpn_targets[0]
+    cfg = records["cfg"].replace(rpn_fg_iou_thresh=0.65, rpn_bg_iou_thresh=0.25)
+    other = rpn_targets(rpn_t.anchors, rpn_t.gt_boxes, cfg, generator=torch.Generator().manual_seed(0))
+    fig = rpn.anchor_targets(other, 0, records["picture"], records["run"].objectness[0].anchor_level)
+    dashed = sorted(line.get_xdata()[0] for line in fig.axes[1].lines if line.get_linestyle() == "--")
+    assert dashed == [0.25, 0.65]
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert any(t.startswith("IoU < 0.25: ") for t in legend)
+    assert len(set(rpn.VERDICT_COLORS.values())) == len(rpn.VERDICT_COLORS)  # no two verdicts share a colour
+
+
 def test_funnel_per_level_sums_to_the_funnel(records):
     obj, ll = records["run"].objectness[0], records["run"].longlist[0]
-    counts = rpn.funnel_per_level(ll, obj.anchor_level, len(obj.grid_sizes))
+    counts = funnel_per_level(ll, obj.anchor_level, len(obj.grid_sizes))
     assert list(counts) == list(ll.funnel)
     assert {step: sum(v) for step, v in counts.items()} == ll.funnel
     assert counts["input"] == obj.num_per_level
+    # the last step leaves the proposals: counted by their own anchor_level
+    assert counts[ll.steps[-1]] == torch.bincount(ll.anchor_level, minlength=len(obj.grid_sizes)).tolist()
     fig = rpn.funnel(counts)
     assert len(fig.axes[0].lines) == 1 + len(obj.grid_sizes)
 
 
 def test_coverage_ledger_never_grows(records):
     obj, ll, gt = records["run"].objectness[0], records["run"].longlist[0], records["gt"]
-    covered = rpn.coverage_ledger(ll, obj, gt)
-    assert covered.shape == (len(ll.STEPS) + 1, len(obj.grid_sizes) + 1, len(gt))
+    covered = coverage_ledger(ll, obj, gt)
+    assert covered.shape == (len(ll.steps) + 1, len(obj.grid_sizes) + 1, len(gt))
     assert bool((covered[1:] <= covered[:-1]).all())  # a step can only lose objects
     assert torch.equal(covered[:, -1], covered[:, :-1].any(1))  # any level = some level
     # the last row is the longlist itself
     final = (iou(gt, ll.boxes) >= 0.5).any(1)
     assert torch.equal(covered[-1, -1], final)
-    fig = rpn.recall_ledger(covered.sum(-1), len(gt), ll.STEPS)
+    # the first row: every anchor's decoded, clipped box
+    decoded = clip_boxes_to_image(obj.proposals.detach(), obj.image_size)
+    assert torch.equal(covered[0, -1], (box_iou(gt, decoded) >= 0.5).any(1))
+    fig = rpn.recall_ledger(covered.sum(-1), len(gt), ll.steps)
     assert len(fig.axes[0].lines) == len(obj.grid_sizes) + 1
 
 
 def test_nms_groups_and_pairs(records):
     ll = records["run"].longlist[0]
-    groups = rpn.nms_groups(ll, max_groups=3)
+    groups = nms_groups(ll, max_groups=3)
     step = ll.nms
     for kept, victims in groups:
         assert int(step.suppressor[kept]) == -1

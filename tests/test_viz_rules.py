@@ -58,6 +58,46 @@ def test_rule_changes_of_a_run_with_itself_shows_no_difference(runs):
     plt.close(fig)
 
 
+def _output(boxes, labels, scores, masks):
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "labels": torch.tensor(labels),
+        "scores": torch.tensor(scores),
+        "masks": torch.stack(masks)[:, None],
+    }
+
+
+def test_mask_pixels_changed_counts_by_hand():
+    """A hand-worked case: one detection's mask moves by a column (same box), one is lost."""
+    m1 = torch.zeros(8, 8)
+    m1[2:5, 2:5] = 0.9  # 9 pixels
+    m1_moved = torch.zeros(8, 8)
+    m1_moved[2:5, 3:6] = 0.9  # 3 columns, 2 shared: 3 + 3 pixels differ
+    m2 = torch.zeros(8, 8)
+    m2[6:8, 0:2] = 0.7  # 4 pixels, only in a
+    low = torch.full((8, 8), 0.4)  # below the mask threshold: no pixel
+    a = _output([[1, 1, 6, 6], [0, 5, 3, 8], [0, 0, 8, 8]], [1, 2, 1], [0.9, 0.8, 0.2], [m1, m2, m1])
+    b = _output([[1, 1, 6, 6]], [1], [0.95], [m1_moved])
+    # the pair: 6 of the 12 pixels of their union differ; the lost one: its 4 pixels
+    assert vr.mask_pixels_changed(a, b) == (6 + 4, 12 + 4)  # the 0.2 detection is below score
+    assert vr.mask_pixels_changed(a, a) == (0, 13)
+    c = _output([[1, 1, 6, 6]], [1], [0.95], [low])
+    assert vr.mask_pixels_changed(b, c) == (9, 9)
+    # a mask as bool (Detectron2's binary masks) counts as its pixels
+    d = _output([[1, 1, 6, 6]], [1], [0.95], [m1_moved >= 0.5])
+    assert vr.mask_pixels_changed(b, d) == (0, 9)
+
+
+def test_rule_effects_two_bars_per_rule_with_masks():
+    fig = vr.rule_effects(["a", "b"], [0.0, 0.25], [0.1, 0.0])
+    ax = fig.axes[0]
+    assert sorted(round(p.get_width(), 6) for p in ax.patches) == [0.0, 0.0, 10.0, 25.0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["detections changed (%)", "mask pixels changed (%)"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="2 rule names for 1"):
+        vr.rule_effects(["a", "b"], [0.0, 0.1], [0.2])
+
+
 def test_rule_effects_one_bar_per_rule():
     fig = vr.rule_effects(["a", "b", "c"], [0.0, 0.25, 0.5])
     ax = fig.axes[0]

@@ -119,6 +119,19 @@ def classify(
     return split_per_image(pooled, logits, deltas, proposals, proposal_index, image_sizes, cfg)
 
 
+def class_probs(logits: Tensor, cfg: Config) -> Tensor:
+    """Chapter 5. Softmax over the K+1 classes of each row: ``Tensor[P, K+1]``, background first.
+
+    torchvision ``postprocess_detections``: ``F.softmax(class_logits, -1)``. Under Detectron2's
+    rule (``cfg.background_class`` "last") the softmax runs over its own column order
+    (fg..., bg), as ``FastRCNNOutputLayers.predict_probs``, and is rolled back: the same
+    probabilities up to float rounding.
+    """
+    if cfg.background_class == "last":
+        return F.softmax(logits.roll(-1, dims=-1), dim=-1).roll(1, dims=-1)
+    return F.softmax(logits, dim=-1)
+
+
 def split_per_image(
     pooled: Pooled,
     logits: Tensor,
@@ -131,10 +144,7 @@ def split_per_image(
     """Chapter 5. Turn the batch's logits and deltas into one ``Classification`` per image."""
     num_classes = logits.shape[-1]
     counts = [len(p) for p in proposals]
-    if cfg.background_class == "last":  # Detectron2 predict_probs: softmax over (fg..., bg), its column order
-        probs = F.softmax(logits.roll(-1, dims=-1), dim=-1).roll(1, dims=-1)
-    else:
-        probs = F.softmax(logits, dim=-1)
+    probs = class_probs(logits, cfg)
     deltas = deltas.reshape(len(deltas), num_classes, 4)
     records = []
     for p_boxes, p_index, lg, pr, dl, lv, size in zip(

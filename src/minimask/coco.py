@@ -118,91 +118,11 @@ def read_annotations(annotation_file: str | Path) -> AnnotationTable:
     def fail(what: str) -> ValueError:
         return ValueError(f"{path}: {what}")
 
-    # the file
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {path}")
-    try:
-        coco = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise fail(f"not valid JSON ({e})") from e
-    if not isinstance(coco, dict):
-        raise fail("the top level must be a JSON object with 'images' and 'categories'")
-    for key in ("images", "categories"):
-        if not isinstance(coco.get(key), list):
-            raise fail(f"'{key}' must be a list")
-    if not isinstance(coco.get("annotations", []), list):
-        raise fail("'annotations' must be a list")
-
-    # categories: contiguous labels 1..K in sorted-id order
-    names: dict[int, str] = {}
-    for k, cat in enumerate(coco["categories"]):
-        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
-            raise fail(f"categories[{k}] has no integer 'id'")
-        if cat["id"] in names:
-            raise fail(f"category id {cat['id']} appears twice in 'categories'")
-        names[cat["id"]] = str(cat.get("name", cat["id"]))
-    to_label = {cid: i + 1 for i, cid in enumerate(sorted(names))}
-
-    # images
-    images: dict[int, dict[str, Any]] = {}
-    for k, img in enumerate(coco["images"]):
-        if not isinstance(img, dict) or not _is_int(img.get("id")):
-            raise fail(f"images[{k}] has no integer 'id'")
-        if img["id"] in images:
-            raise fail(f"image id {img['id']} appears twice in 'images'")
-        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
-            raise fail(f"image id {img['id']} has no 'file_name'")
-        for key in ("height", "width"):
-            v = img.get(key)
-            if not _is_int(v) or v < 1:
-                raise fail(f"image id {img['id']} ({img['file_name']}) has {key}={v!r}; need a positive integer")
-        images[img["id"]] = img
-    images = {i: images[i] for i in sorted(images)}
-
-    # annotations
-    anns: dict[int, list[dict[str, Any]]] = {i: [] for i in images}
-    boxes: dict[int, list[tuple[float, float, float, float]]] = {i: [] for i in images}
-    skipped: list[tuple[str, Any, str]] = []
-    skipped_image_ids: dict[Any, int] = {}
-    seen: set[Any] = set()
-    for k, ann in enumerate(coco.get("annotations", [])):
-        if not isinstance(ann, dict):
-            raise fail(f"annotations[{k}] is not an object")
-        ann_id = ann.get("id", f"#{k}")
-        if ann_id in seen:
-            raise fail(f"annotation id {ann_id} appears twice")
-        seen.add(ann_id)
-        image_id, category_id = ann.get("image_id"), ann.get("category_id")
-        if image_id not in images:
-            raise fail(f"annotation id {ann_id} refers to image_id {image_id!r}, which is not in 'images'")
-        if category_id not in to_label:
-            raise fail(
-                f"annotation id {ann_id} refers to category_id {category_id!r}, which is not in 'categories' "
-                f"(ids: {sorted(to_label)})"
-            )
-        if ann.get("iscrowd", 0) not in (0, 1):
-            raise fail(f"annotation id {ann_id} has iscrowd={ann['iscrowd']!r}; must be 0 or 1")
-        if "area" in ann and not _is_number(ann["area"]):
-            raise fail(f"annotation id {ann_id} has a malformed area {ann['area']!r}")
-        height, width = images[image_id]["height"], images[image_id]["width"]
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-            raise fail(f"annotation id {ann_id} has a malformed bbox {bbox!r}; need [x, y, w, h]")
-        # xywh -> xyxy, clipped to the image as torchvision's reference does.
-        x1, y1 = min(max(bbox[0], 0.0), width), min(max(bbox[1], 0.0), height)
-        x2, y2 = min(max(bbox[0] + bbox[2], 0.0), width), min(max(bbox[1] + bbox[3], 0.0), height)
-        if not (x2 > x1 and y2 > y1):
-            skipped.append(("annotation", ann_id, SKIP_EMPTY_BOX))
-            skipped_image_ids[ann_id] = image_id
-            continue
-        seg = _checked_segmentation(ann.get("segmentation"), height, width, fail, f"annotation id {ann_id}")
-        if seg is None:
-            skipped.append(("annotation", ann_id, SKIP_NO_POLYGON))
-            skipped_image_ids[ann_id] = image_id
-            continue
-        anns[image_id].append({**ann, "segmentation": seg})
-        boxes[image_id].append((float(x1), float(y1), float(x2), float(y2)))
-
+    coco = _read_json(path, fail)
+    names = _read_categories(coco["categories"], fail)
+    to_label = {cid: i + 1 for i, cid in enumerate(sorted(names))}  # contiguous 1..K in sorted-id order
+    images = _read_images(coco["images"], fail)
+    anns, boxes, skipped, skipped_image_ids = _read_objects(coco.get("annotations", []), images, to_label, fail)
     return AnnotationTable(
         source=path,
         images=images,
@@ -216,6 +136,114 @@ def read_annotations(annotation_file: str | Path) -> AnnotationTable:
     )
 
 
+Fail = Callable[[str], ValueError]  # an error naming the annotation file
+
+
+def _read_json(path: Path, fail: Fail) -> dict[str, Any]:
+    """The file's JSON object, with list-valued ``images``, ``categories`` (and ``annotations``)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO annotation file not found: {path}")
+    try:
+        coco = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise fail(f"not valid JSON ({e})") from e
+    if not isinstance(coco, dict):
+        raise fail("the top level must be a JSON object with 'images' and 'categories'")
+    for key in ("images", "categories"):
+        if not isinstance(coco.get(key), list):
+            raise fail(f"'{key}' must be a list")
+    if not isinstance(coco.get("annotations", []), list):
+        raise fail("'annotations' must be a list")
+    return coco
+
+
+def _read_categories(categories: list, fail: Fail) -> dict[int, str]:
+    """Category id -> name (the id as text when it has none); ids integer and unique."""
+    names: dict[int, str] = {}
+    for k, cat in enumerate(categories):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+            raise fail(f"categories[{k}] has no integer 'id'")
+        if cat["id"] in names:
+            raise fail(f"category id {cat['id']} appears twice in 'categories'")
+        names[cat["id"]] = str(cat.get("name", cat["id"]))
+    return names
+
+
+def _read_images(entries: list, fail: Fail) -> dict[int, dict[str, Any]]:
+    """Image id -> its entry, ids ascending; each with a unique integer id, a file name and a size."""
+    images: dict[int, dict[str, Any]] = {}
+    for k, img in enumerate(entries):
+        if not isinstance(img, dict) or not _is_int(img.get("id")):
+            raise fail(f"images[{k}] has no integer 'id'")
+        if img["id"] in images:
+            raise fail(f"image id {img['id']} appears twice in 'images'")
+        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
+            raise fail(f"image id {img['id']} has no 'file_name'")
+        for key in ("height", "width"):
+            v = img.get(key)
+            if not _is_int(v) or v < 1:
+                raise fail(f"image id {img['id']} ({img['file_name']}) has {key}={v!r}; need a positive integer")
+        images[img["id"]] = img
+    return {i: images[i] for i in sorted(images)}
+
+
+def _read_objects(annotations: list, images: dict[int, dict[str, Any]], to_label: dict[int, int], fail: Fail):
+    """Per image, its usable annotations (file order) and their clipped xyxy boxes; and the skipped
+    ones, ``(what, id, why)`` and their image ids: an empty box after clipping, or no polygon."""
+    anns: dict[int, list[dict[str, Any]]] = {i: [] for i in images}
+    boxes: dict[int, list[tuple[float, float, float, float]]] = {i: [] for i in images}
+    skipped: list[tuple[str, Any, str]] = []
+    skipped_image_ids: dict[Any, int] = {}
+    seen: set[Any] = set()
+    for k, ann in enumerate(annotations):
+        ann_id, box = _checked_annotation(k, ann, images, to_label, seen, fail)
+        image_id = ann["image_id"]
+        height, width = images[image_id]["height"], images[image_id]["width"]
+        seg = None
+        if box is not None:
+            seg = _checked_segmentation(ann.get("segmentation"), height, width, fail, f"annotation id {ann_id}")
+        if seg is None:
+            skipped.append(("annotation", ann_id, SKIP_EMPTY_BOX if box is None else SKIP_NO_POLYGON))
+            skipped_image_ids[ann_id] = image_id
+            continue
+        anns[image_id].append({**ann, "segmentation": seg})
+        boxes[image_id].append(box)
+    return anns, boxes, skipped, skipped_image_ids
+
+
+def _checked_annotation(k: int, ann: Any, images: dict, to_label: dict[int, int], seen: set, fail: Fail):
+    """Annotation ``k``'s id (added to ``seen``) and its box as xyxy clipped to the image, None
+    if that is empty; an error for a repeated id, unknown image or category, bad ``iscrowd``,
+    ``area`` or ``bbox``."""
+    if not isinstance(ann, dict):
+        raise fail(f"annotations[{k}] is not an object")
+    ann_id = ann.get("id", f"#{k}")
+    if ann_id in seen:
+        raise fail(f"annotation id {ann_id} appears twice")
+    seen.add(ann_id)
+    image_id, category_id = ann.get("image_id"), ann.get("category_id")
+    if image_id not in images:
+        raise fail(f"annotation id {ann_id} refers to image_id {image_id!r}, which is not in 'images'")
+    if category_id not in to_label:
+        raise fail(
+            f"annotation id {ann_id} refers to category_id {category_id!r}, which is not in 'categories' "
+            f"(ids: {sorted(to_label)})"
+        )
+    if ann.get("iscrowd", 0) not in (0, 1):
+        raise fail(f"annotation id {ann_id} has iscrowd={ann['iscrowd']!r}; must be 0 or 1")
+    if "area" in ann and not _is_number(ann["area"]):
+        raise fail(f"annotation id {ann_id} has a malformed area {ann['area']!r}")
+    height, width = images[image_id]["height"], images[image_id]["width"]
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        raise fail(f"annotation id {ann_id} has a malformed bbox {bbox!r}; need [x, y, w, h]")
+    # xywh -> xyxy, clipped to the image as torchvision's reference does.
+    x1, y1 = min(max(bbox[0], 0.0), width), min(max(bbox[1], 0.0), height)
+    x2, y2 = min(max(bbox[0] + bbox[2], 0.0), width), min(max(bbox[1] + bbox[3], 0.0), height)
+    box = (float(x1), float(y1), float(x2), float(y2))
+    return ann_id, box if x2 > x1 and y2 > y1 else None
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -224,7 +252,7 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _checked_segmentation(seg: Any, height: int, width: int, fail: Callable[[str], ValueError], who: str) -> Any:
+def _checked_segmentation(seg: Any, height: int, width: int, fail: Fail, who: str) -> Any:
     """The segmentation ready for pycocotools, or None if it has no usable polygon.
 
     Checked here because pycocotools checks little: a polygon of 4 numbers is taken for a

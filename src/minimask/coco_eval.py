@@ -9,7 +9,9 @@ to an object by the rule ``COCOeval.evaluateImg`` uses (``pycocotools/cocoeval.p
   annotations;
 - ``iou``: ``pycocotools.mask.iou`` of boxes or RLEs, with crowd flags;
 - ``greedy_match``: COCOeval's greedy matching of one image at one IoU threshold;
-- ``evaluate``, ``summary``, ``ap``: one quiet COCOeval run and what is read from it.
+- ``evaluate``, ``summary``, ``ap``: one quiet COCOeval run and what is read from it;
+- ``ap_above``: COCOeval's AP50, precision and recall of the detections scoring above each of
+  several thresholds, from one run.
 
 AP is only ever read from COCOeval's own arrays (``summarize``'s ``stats`` or the
 ``precision`` array it averages), never recomputed by hand.
@@ -18,6 +20,7 @@ AP is only ever read from COCOeval's own arrays (``summarize``'s ``stats`` or th
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import warnings
 from collections.abc import Sequence
@@ -114,7 +117,9 @@ def without(coco_gt: COCO, annotation_ids: set[int]) -> COCO:
     return out
 
 
-def iou(detections: Tensor | list[dict], objects: Tensor | list[dict], crowd: Sequence[int] | None = None) -> np.ndarray:
+def iou(
+    detections: Tensor | list[dict], objects: Tensor | list[dict], crowd: Sequence[int] | None = None
+) -> np.ndarray:
     """``(D, G)`` IoU by ``pycocotools.mask.iou``, as ``COCOeval.computeIoU``: both boxes
     (``Tensor[N, 4]`` xyxy) or both RLE lists; against a crowd object (``crowd[g]`` true) the
     intersection is divided by the detection's area."""
@@ -146,7 +151,11 @@ def greedy_match(
     crowd region, or ranked past ``max_dets`` in its class); ``gt_match`` (G,): the detection
     each object matched, -1 none.
     """
-    det_scores, det_labels, gt_labels = list(map(float, det_scores)), list(map(int, det_labels)), list(map(int, gt_labels))
+    det_scores, det_labels, gt_labels = (
+        list(map(float, det_scores)),
+        list(map(int, det_labels)),
+        list(map(int, gt_labels)),
+    )
     gt_crowd = [int(c) for c in gt_crowd] if gt_crowd is not None else [0] * len(gt_labels)
     det_match, gt_match = [-1] * len(det_scores), [-1] * len(gt_labels)
     for label in sorted(set(det_labels) | set(gt_labels)):
@@ -232,3 +241,39 @@ def ap(ev: COCOeval) -> dict[str, float]:
         return float(p.mean()) if p.size else -1.0
 
     return {"AP": mean(precision), "AP50": mean(precision[0])}
+
+
+def ap_above(ev: COCOeval, thresholds: Sequence[float]) -> dict[str, np.ndarray]:
+    """AP50, precision and recall of the detections scoring above each threshold, at IoU 0.5.
+
+    ``ev``: an evaluated COCOeval (``evaluate``) of every detection. Per threshold ``t`` the
+    detections scoring at most ``t`` are marked ignored (``dtIgnore``) in a copy of
+    ``ev.evalImgs`` and COCOeval's own ``accumulate`` runs again. Matching is greedy in
+    descending score, so removing the lowest-scored detections changes no earlier match: this
+    is COCOeval on the thresholded results (``tests/test_evaluate.py`` checks it). ``AP50``:
+    read by ``ap``; ``precision``: the share of the kept detections that match an object (NaN
+    when none is kept); ``recall``: the share of the objects matched (area "all").
+    """
+    if ev.params.iouThrs[0] != IOU_MATCH:
+        raise ValueError(f"ap_above: the first IoU threshold is {ev.params.iouThrs[0]}, not {IOU_MATCH}")
+    scores = [None if e is None else np.asarray(e["dtScores"]) for e in ev.evalImgs]
+    sweep = copy.copy(ev)  # shares ev's matches; its own evalImgs, params and eval
+    sweep.params = copy.copy(ev.params)
+    sweep.params.iouThrs = ev.params.iouThrs[:1]  # IoU 0.5, the first row of the matches
+    sweep.params.maxDets = ev.params.maxDets[-1:]  # the only one ``ap`` reads
+    out = {"AP50": []}
+    for t in thresholds:
+        sweep.evalImgs = [e if e is None else {**e, "dtMatches": e["dtMatches"][:1],
+                                                "dtIgnore": e["dtIgnore"][:1] | (s <= t)}
+                          for e, s in zip(ev.evalImgs, scores, strict=True)]  # fmt: skip
+        with _quiet():
+            sweep.accumulate()
+        out["AP50"].append(ap(sweep)["AP50"])
+    every = [(e, s) for e, s in zip(ev.evalImgs, scores, strict=True) if e is not None and e["aRng"] == [0, 1e10]]
+    kept = [(s[~e["dtIgnore"][0]], (e["dtMatches"][0] > 0)[~e["dtIgnore"][0]]) for e, s in every]
+    score = np.concatenate([k[0] for k in kept]) if kept else np.zeros(0)
+    hit = np.concatenate([k[1] for k in kept]) if kept else np.zeros(0, dtype=bool)
+    objects = sum(int((e["gtIgnore"] == 0).sum()) for e, _ in every)
+    out["precision"] = [float(hit[score > t].mean()) if (score > t).any() else float("nan") for t in thresholds]
+    out["recall"] = [float(hit[score > t].sum()) / objects if objects else float("nan") for t in thresholds]
+    return {k: np.asarray(v) for k, v in out.items()}

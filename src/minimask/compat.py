@@ -25,7 +25,7 @@ import math
 import pickle
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +87,7 @@ def torchvision_model(cfg: Config | None = None) -> TorchvisionMaskRCNN:
     Raises ``ValueError`` for a ``Config`` torchvision cannot express (e.g. ``roi_aligned``).
     """
     cfg = cfg if cfg is not None else Config()
-    bad = [
-        f"{name} = {getattr(cfg, name)!r} (torchvision: {value!r})"
-        for name, value in _HARD_CODED.items()
-        if getattr(cfg, name) != value
-    ]
-    if bad:
-        raise ValueError("torchvision's MaskRCNN hard-codes these; cannot express " + "; ".join(bad))
+    _check_hard_coded(cfg)
     backbone = build_backbone(cfg)
     channels = backbone.out_channels
     per_level = len(cfg.anchor_sizes)
@@ -141,6 +135,17 @@ def torchvision_model(cfg: Config | None = None) -> TorchvisionMaskRCNN:
     model.rpn.box_coder = BoxCoder(tuple(cfg.rpn_bbox_reg_weights), bbox_xform_clip=cfg.bbox_xform_clip)
     model.roi_heads.box_coder = BoxCoder(tuple(cfg.bbox_reg_weights), bbox_xform_clip=cfg.bbox_xform_clip)
     return model
+
+
+def _check_hard_coded(cfg: Config) -> None:
+    """``ValueError`` naming every field of ``cfg`` whose value torchvision's MaskRCNN cannot take."""
+    bad = [
+        f"{name} = {getattr(cfg, name)!r} (torchvision: {value!r})"
+        for name, value in _HARD_CODED.items()
+        if getattr(cfg, name) != value
+    ]
+    if bad:
+        raise ValueError("torchvision's MaskRCNN hard-codes these; cannot express " + "; ".join(bad))
 
 
 # --- weights both ways ---------------------------------------------------------------------------
@@ -200,39 +205,16 @@ def config_from_state_dict(state_dict: Mapping[str, Tensor], base: Config | None
     """
     base = base if base is not None else Config()
     sd = state_dict
-
-    def need(key: str) -> Tensor:
-        if key not in sd:
-            raise ValueError(f"state dict has no {key!r}: not a torchvision Mask R-CNN with an FPN backbone")
-        return sd[key]
-
-    changes: dict[str, Any] = {}
-    if "backbone.body.stem.0.weight" in sd:
-        changes["backbone"] = "small"
-        stem = [int(sd[k].shape[0]) for k in ("backbone.body.stem.0.weight", "backbone.body.stem.3.weight") if k in sd]
-        changes["backbone_stem"] = tuple(stem)
-        changes["backbone_widths"] = tuple(
-            int(need(f"backbone.body.layer{i}.0.conv2.weight").shape[0]) for i in (1, 2, 3, 4)
-        )
-        bn = "backbone.body.stem.1"
-    elif "backbone.body.layer1.0.conv3.weight" in sd:
-        changes["backbone"] = "resnet50"
-        bn = "backbone.body.bn1"
-    elif "backbone.body.conv1.weight" in sd:
-        changes["backbone"] = "resnet18"
-        bn = "backbone.body.bn1"
-    else:
-        raise ValueError("state dict has no backbone.body.{stem,conv1}: not a ResNet/FPN Mask R-CNN")
-    changes["backbone_norm"] = "batch" if f"{bn}.num_batches_tracked" in sd else "frozen"
-    channels = int(need("backbone.fpn.inner_blocks.0.0.weight").shape[0])
+    changes = _backbone_fields(sd)
+    channels = int(_need(sd, "backbone.fpn.inner_blocks.0.0.weight").shape[0])
     changes["fpn_out_channels"] = channels
     changes["fpn_norm"] = "backbone.fpn.inner_blocks.0.1.weight" in sd
     depth = 0
     while f"rpn.head.conv.{depth}.0.weight" in sd:
         depth += 1
     changes["rpn_head_conv_depth"] = max(depth, 1)
-    changes["num_classes"] = int(need("roi_heads.box_predictor.cls_score.weight").shape[0])
-    fc6 = need("roi_heads.box_head.fc6.weight")
+    changes["num_classes"] = int(_need(sd, "roi_heads.box_predictor.cls_score.weight").shape[0])
+    fc6 = _need(sd, "roi_heads.box_head.fc6.weight")
     changes["box_head_dim"] = int(fc6.shape[0])
     side = math.isqrt(int(fc6.shape[1]) // channels)
     if side * side * channels != int(fc6.shape[1]):
@@ -244,8 +226,8 @@ def config_from_state_dict(state_dict: Mapping[str, Tensor], base: Config | None
     if not layers:
         raise ValueError("state dict has no roi_heads.mask_head.0.0.weight: not a Mask R-CNN (masks missing)")
     changes["mask_head_layers"] = tuple(layers)
-    changes["mask_predictor_dim"] = int(need("roi_heads.mask_predictor.conv5_mask.weight").shape[1])
-    anchors = int(need("rpn.head.cls_logits.weight").shape[0])
+    changes["mask_predictor_dim"] = int(_need(sd, "roi_heads.mask_predictor.conv5_mask.weight").shape[1])
+    anchors = int(_need(sd, "rpn.head.cls_logits.weight").shape[0])
     cfg = base.replace(**changes)
     if anchors != len(cfg.anchor_sizes[0]) * len(cfg.aspect_ratios):
         raise ValueError(
@@ -253,6 +235,36 @@ def config_from_state_dict(state_dict: Mapping[str, Tensor], base: Config | None
             f"{len(cfg.anchor_sizes[0])} sizes x {len(cfg.aspect_ratios)} ratios: pass cfg= with the anchors"
         )
     return cfg
+
+
+def _need(sd: Mapping[str, Tensor], key: str) -> Tensor:
+    """``sd[key]``, or a ``ValueError`` saying the state dict is not a Mask R-CNN's."""
+    if key not in sd:
+        raise ValueError(f"state dict has no {key!r}: not a torchvision Mask R-CNN with an FPN backbone")
+    return sd[key]
+
+
+def _backbone_fields(sd: Mapping[str, Tensor]) -> dict[str, Any]:
+    """The backbone kind (and the small backbone's widths) and its norm, read from a state dict."""
+    changes: dict[str, Any] = {}
+    if "backbone.body.stem.0.weight" in sd:
+        changes["backbone"] = "small"
+        stem = [int(sd[k].shape[0]) for k in ("backbone.body.stem.0.weight", "backbone.body.stem.3.weight") if k in sd]
+        changes["backbone_stem"] = tuple(stem)
+        changes["backbone_widths"] = tuple(
+            int(_need(sd, f"backbone.body.layer{i}.0.conv2.weight").shape[0]) for i in (1, 2, 3, 4)
+        )
+        bn = "backbone.body.stem.1"
+    elif "backbone.body.layer1.0.conv3.weight" in sd:
+        changes["backbone"] = "resnet50"
+        bn = "backbone.body.bn1"
+    elif "backbone.body.conv1.weight" in sd:
+        changes["backbone"] = "resnet18"
+        bn = "backbone.body.bn1"
+    else:
+        raise ValueError("state dict has no backbone.body.{stem,conv1}: not a ResNet/FPN Mask R-CNN")
+    changes["backbone_norm"] = "batch" if f"{bn}.num_batches_tracked" in sd else "frozen"
+    return changes
 
 
 def config_from_torchvision(model: nn.Module) -> Config:
@@ -268,6 +280,26 @@ def config_from_torchvision(model: nn.Module) -> Config:
     """
     if not isinstance(model, TorchvisionMaskRCNN):
         raise TypeError(f"config_from_torchvision: expected torchvision MaskRCNN, got {type(model).__name__}")
+    rpn, roi = model.rpn, model.roi_heads
+    anchors = {
+        "anchor_sizes": tuple(
+            tuple(int(s) if float(s).is_integer() else float(s) for s in level) for level in rpn.anchor_generator.sizes
+        ),
+        "aspect_ratios": _expressible_ratios(model),
+    }
+    base = config_from_state_dict(model.state_dict(), Config(**anchors))
+    values = {**_transform_values(model, base), **_rpn_values(rpn), **_roi_values(roi)}
+    box_pool, mask_pool = roi.box_roi_pool, roi.mask_roi_pool
+    if (mask_pool.canonical_scale, mask_pool.canonical_level) != (box_pool.canonical_scale, box_pool.canonical_level):
+        raise ValueError("cannot express this torchvision model: box and mask pools use different canonical levels")
+    if float(rpn.box_coder.bbox_xform_clip) != float(roi.box_coder.bbox_xform_clip):
+        raise ValueError("cannot express this torchvision model: RPN and RoI box coders clamp differently")
+    return base.replace(**values)
+
+
+def _expressible_ratios(model: TorchvisionMaskRCNN) -> tuple[float, ...]:
+    """The anchors' aspect ratios (one tuple, the same at every level); ``ValueError`` naming every
+    part of ``model`` our ``MaskRCNN`` cannot express."""
     t, rpn, roi = model.transform, model.rpn, model.roi_heads
     problems = []
     if not isinstance(roi.box_head, TwoMLPHead):
@@ -286,17 +318,14 @@ def config_from_torchvision(model: nn.Module) -> Config:
         problems.append(f"anchor aspect ratios differ between levels: {rpn.anchor_generator.aspect_ratios}")
     if problems:
         raise ValueError("cannot express this torchvision model as a minimask Config: " + "; ".join(problems))
+    return next(iter(ratios))
 
-    anchors = {
-        "anchor_sizes": tuple(
-            tuple(int(s) if float(s).is_integer() else float(s) for s in level) for level in rpn.anchor_generator.sizes
-        ),
-        "aspect_ratios": next(iter(ratios)),
-    }
-    base = config_from_state_dict(model.state_dict(), Config(**anchors))
+
+def _transform_values(model: TorchvisionMaskRCNN, base: Config) -> dict[str, Any]:
+    """The ``Config`` fields of ``model``'s transform and backbone (``base``: its architecture)."""
+    t = model.transform
     frozen = [m for m in model.backbone.body.modules() if isinstance(m, FrozenBatchNorm2d)]
-    box_pool, mask_pool = roi.box_roi_pool, roi.mask_roi_pool
-    values: dict[str, Any] = {
+    return {
         "min_size": int(t.min_size[-1]),
         "max_size": int(t.max_size),
         "image_mean": tuple(float(v) for v in t.image_mean),
@@ -304,6 +333,12 @@ def config_from_torchvision(model: nn.Module) -> Config:
         "size_divisible": int(t.size_divisible),
         "frozen_bn_eps": float(frozen[0].eps) if frozen else base.frozen_bn_eps,
         "trainable_backbone_layers": _trainable_layers(model.backbone.body, base.backbone),
+    }
+
+
+def _rpn_values(rpn: nn.Module) -> dict[str, Any]:
+    """The ``Config`` fields of a torchvision ``RegionProposalNetwork``."""
+    return {
         "rpn_pre_nms_top_n_train": int(rpn._pre_nms_top_n["training"]),
         "rpn_pre_nms_top_n_test": int(rpn._pre_nms_top_n["testing"]),
         "rpn_post_nms_top_n_train": int(rpn._post_nms_top_n["training"]),
@@ -316,6 +351,13 @@ def config_from_torchvision(model: nn.Module) -> Config:
         "rpn_batch_size_per_image": int(rpn.fg_bg_sampler.batch_size_per_image),
         "rpn_positive_fraction": float(rpn.fg_bg_sampler.positive_fraction),
         "rpn_bbox_reg_weights": tuple(float(w) for w in rpn.box_coder.weights),
+    }
+
+
+def _roi_values(roi: nn.Module) -> dict[str, Any]:
+    """The ``Config`` fields of torchvision ``RoIHeads``: pools, matcher, sampler, coder, rules."""
+    box_pool, mask_pool = roi.box_roi_pool, roi.mask_roi_pool
+    return {
         "bbox_xform_clip": float(roi.box_coder.bbox_xform_clip),
         "box_roi_output_size": int(box_pool.output_size[0]),
         "box_roi_sampling_ratio": int(box_pool.sampling_ratio),
@@ -333,11 +375,6 @@ def config_from_torchvision(model: nn.Module) -> Config:
         "mask_roi_sampling_ratio": int(mask_pool.sampling_ratio),
         "mask_head_dilation": int(roi.mask_head[0][0].dilation[0]),
     }
-    if (mask_pool.canonical_scale, mask_pool.canonical_level) != (box_pool.canonical_scale, box_pool.canonical_level):
-        raise ValueError("cannot express this torchvision model: box and mask pools use different canonical levels")
-    if float(rpn.box_coder.bbox_xform_clip) != float(roi.box_coder.bbox_xform_clip):
-        raise ValueError("cannot express this torchvision model: RPN and RoI box coders clamp differently")
-    return base.replace(**values)
 
 
 def _trainable_layers(body: nn.Module, kind: str) -> int:
@@ -837,30 +874,42 @@ def config_from_detectron2(values: Mapping[str, Any], base: Config | None = None
     def g(key: str, default: Any) -> Any:
         return _get(values, key, default)
 
-    unsupported = [
-        ("MODEL.META_ARCHITECTURE", "GeneralizedRCNN"),
-        ("MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone"),
-        ("MODEL.RESNETS.DEPTH", 50),
-        ("MODEL.RESNETS.NUM_GROUPS", 1),
-        ("MODEL.RESNETS.RES5_DILATION", 1),
-        ("MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, False, False, False]),
-        ("MODEL.FPN.NORM", ""),
-        ("MODEL.FPN.FUSE_TYPE", "sum"),
-        ("MODEL.MASK_ON", True),
-        ("MODEL.KEYPOINT_ON", False),
-        ("MODEL.RPN.HEAD_NAME", "StandardRPNHead"),
-        ("MODEL.ROI_HEADS.NAME", "StandardROIHeads"),
-        ("MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead"),
-        ("MODEL.ROI_BOX_HEAD.NUM_CONV", 0),
-        ("MODEL.ROI_BOX_HEAD.NUM_FC", 2),
-        ("MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False),
-        ("MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead"),
-        ("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False),
-        ("MODEL.ROI_MASK_HEAD.NORM", ""),
-        ("MODEL.RESNETS.RES2_OUT_CHANNELS", 256),
-        ("MODEL.RESNETS.STEM_OUT_CHANNELS", 64),
-    ]
-    bad = [f"{k} = {g(k, v)!r} (minimask: {v!r})" for k, v in unsupported if g(k, v) != v]
+    norm, pooler, ratios = _d2_checked(g)
+    return cfg.replace(**_d2_input_rpn_fields(g, norm, ratios), **_d2_roi_fields(g, pooler))
+
+
+D2Get = Callable[[str, Any], Any]  # a Detectron2 config's value of a dotted key, or the default given
+
+# Detectron2 keys minimask runs only at this value (another head, backbone, norm ... is refused)
+_D2_ONLY = (
+    ("MODEL.META_ARCHITECTURE", "GeneralizedRCNN"),
+    ("MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone"),
+    ("MODEL.RESNETS.DEPTH", 50),
+    ("MODEL.RESNETS.NUM_GROUPS", 1),
+    ("MODEL.RESNETS.RES5_DILATION", 1),
+    ("MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, False, False, False]),
+    ("MODEL.FPN.NORM", ""),
+    ("MODEL.FPN.FUSE_TYPE", "sum"),
+    ("MODEL.MASK_ON", True),
+    ("MODEL.KEYPOINT_ON", False),
+    ("MODEL.RPN.HEAD_NAME", "StandardRPNHead"),
+    ("MODEL.ROI_HEADS.NAME", "StandardROIHeads"),
+    ("MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead"),
+    ("MODEL.ROI_BOX_HEAD.NUM_CONV", 0),
+    ("MODEL.ROI_BOX_HEAD.NUM_FC", 2),
+    ("MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False),
+    ("MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead"),
+    ("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False),
+    ("MODEL.ROI_MASK_HEAD.NORM", ""),
+    ("MODEL.RESNETS.RES2_OUT_CHANNELS", 256),
+    ("MODEL.RESNETS.STEM_OUT_CHANNELS", 64),
+)
+
+
+def _d2_checked(g: D2Get) -> tuple[str, set[str], list[tuple[float, ...]]]:
+    """The backbone norm, the pooler types and the anchors' aspect ratios of a Detectron2 config;
+    ``ValueError`` naming each key whose value minimask cannot run."""
+    bad = [f"{k} = {g(k, v)!r} (minimask: {v!r})" for k, v in _D2_ONLY if g(k, v) != v]
     norm = g("MODEL.RESNETS.NORM", "FrozenBN")
     if norm not in ("FrozenBN", "BN"):
         bad.append(f"MODEL.RESNETS.NORM = {norm!r} (minimask: 'FrozenBN' or 'BN')")
@@ -874,15 +923,16 @@ def config_from_detectron2(values: Mapping[str, Any], base: Config | None = None
         bad.append(f"MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = {ratios} (minimask: the same at every level)")
     if bad:
         raise ValueError("cannot run this Detectron2 config: " + "; ".join(bad))
+    return norm, pooler, ratios
 
+
+def _d2_input_rpn_fields(g: D2Get, norm: str, ratios: list[tuple[float, ...]]) -> dict[str, Any]:
+    """The ``Config`` fields of a Detectron2 config's input, backbone, anchors and RPN."""
     rpn_iou = g("MODEL.RPN.IOU_THRESHOLDS", [0.3, 0.7])
-    roi_iou = g("MODEL.ROI_HEADS.IOU_THRESHOLDS", [0.5])
     sizes = g("MODEL.ANCHOR_GENERATOR.SIZES", [[32], [64], [128], [256], [512]])
     if len(sizes) == 1:  # Detectron2 broadcasts one list to every level
         sizes = sizes * 5
-    conv = int(g("MODEL.ROI_MASK_HEAD.NUM_CONV", 4))
-    conv_dim = int(g("MODEL.ROI_MASK_HEAD.CONV_DIM", 256))
-    changes: dict[str, Any] = {
+    return {
         "min_size": int(_last(g("INPUT.MIN_SIZE_TEST", 800))),
         "max_size": int(g("INPUT.MAX_SIZE_TEST", 1333)),
         "input_channels": str(g("INPUT.FORMAT", "BGR")),
@@ -907,6 +957,15 @@ def config_from_detectron2(values: Mapping[str, Any], base: Config | None = None
         "rpn_bbox_reg_weights": tuple(float(w) for w in g("MODEL.RPN.BBOX_REG_WEIGHTS", [1.0, 1.0, 1.0, 1.0])),
         "rpn_smooth_l1_beta": float(g("MODEL.RPN.SMOOTH_L1_BETA", 0.0)),
         "rpn_min_size": float(g("MODEL.PROPOSAL_GENERATOR.MIN_SIZE", 0.0)),
+    }
+
+
+def _d2_roi_fields(g: D2Get, pooler: set[str]) -> dict[str, Any]:
+    """The ``Config`` fields of a Detectron2 config's RoI heads: box head, mask head, test rules."""
+    roi_iou = g("MODEL.ROI_HEADS.IOU_THRESHOLDS", [0.5])
+    conv = int(g("MODEL.ROI_MASK_HEAD.NUM_CONV", 4))
+    conv_dim = int(g("MODEL.ROI_MASK_HEAD.CONV_DIM", 256))
+    return {
         "num_classes": int(g("MODEL.ROI_HEADS.NUM_CLASSES", 80)) + 1,
         "box_score_thresh": float(g("MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.05)),
         "box_nms_thresh": float(g("MODEL.ROI_HEADS.NMS_THRESH_TEST", 0.5)),
@@ -926,7 +985,6 @@ def config_from_detectron2(values: Mapping[str, Any], base: Config | None = None
         "mask_head_layers": (conv_dim,) * conv,
         "mask_predictor_dim": conv_dim,
     }
-    return cfg.replace(**changes)
 
 
 def _last(v: Any) -> Any:
@@ -1044,8 +1102,8 @@ def match_boxes(a_boxes: Tensor, a_labels: Tensor, b_boxes: Tensor, b_labels: Te
 def agreement(a: Mapping[str, Tensor], b: Mapping[str, Tensor], iou: float = 0.9) -> float:
     """Chapter 11. Fraction of ``a``'s detections that ``b`` has too: same label, box IoU > ``iou``.
 
-    ``match_boxes`` on two eval outputs; 1.0 when ``a`` has none. The measure of the issue
-    that opened chapter 11.
+    ``match_boxes`` on two eval outputs; 1.0 when ``a`` has none. Chapter 11 measures each
+    of Detectron2's rules with it.
     """
     if len(a["boxes"]) == 0:
         return 1.0

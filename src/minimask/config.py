@@ -159,7 +159,7 @@ class Config:
     size_divisible: int = _f(
         32, 2, 32, "backbone size_divisibility", "padding multiple (GeneralizedRCNNTransform kwarg)", check=POSITIVE_INT
     )
-    # The rules of the input (issue 16): Detectron2's DefaultPredictor feeds the model BGR 0-255
+    # The rules of the input: Detectron2's DefaultPredictor feeds the model BGR 0-255
     # pixels resized on uint8 by PIL, and the model normalises after the resize.
     input_channels: str = _f(
         "RGB",

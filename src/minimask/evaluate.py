@@ -3,7 +3,8 @@
 ``python -m minimask.evaluate --weights shapes --data data/shapes/val`` prints a table of
 pycocotools' ``COCOeval`` summary (AP@[.5:.95], AP50, AP75, AP per size, AR) for boxes and
 masks and writes it as JSON. AP is never computed by hand: detections are converted to COCO
-results (xywh boxes, RLE masks thresholded at ``cfg.mask_threshold``) and handed to COCOeval.
+results (xywh boxes, RLE masks thresholded at ``cfg.mask_threshold``) and handed to COCOeval,
+both through ``minimask.coco_eval``, the one bridge to pycocotools.
 
 ``paste_ceiling`` measures what the mask paste alone allows: every ground-truth mask squeezed
 through the 28x28 mask target and pasted back, scored as a perfect detection.
@@ -16,8 +17,6 @@ skipped with a warning naming their ids, and are no object to score.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import sys
 import time
@@ -25,91 +24,16 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-from torch import Tensor
 from tqdm import tqdm
 
-from minimask import cli
-from minimask.coco import PYCOCOTOOLS_NUMPY2_WARNING, drop_crowd
+from minimask import cli, coco_eval
+from minimask.coco import drop_crowd
 from minimask.config import Config
 from minimask.data import runs
+from minimask.explain import explain_dataset
 from minimask.segmentation import paste_into_original, paste_masks
 from minimask.targets import project_masks
-
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-def encode_masks(masks: Tensor, threshold: float) -> list[dict]:
-    """Soft masks ``Tensor[D, 1, H, W]`` -> COCO RLEs of ``mask >= threshold`` (counts as str)."""
-    if len(masks) == 0:
-        return []
-    binary = (masks[:, 0] >= threshold).to(torch.uint8).cpu().numpy()
-    rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
-
-
-def to_coco_results(
-    output: dict[str, Tensor], image_id: int, label_to_category_id: dict[int, int], mask_threshold: float
-) -> list[dict]:
-    """One image's model output as COCO result entries (one per detection)."""
-    boxes = output["boxes"].detach().cpu()
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-    scores = output["scores"].detach().cpu().tolist()
-    labels = output["labels"].detach().cpu().tolist()
-    rles = encode_masks(output["masks"].detach(), mask_threshold) if "masks" in output else [None] * len(scores)
-    results = []
-    for box, score, label, rle in zip(xywh, scores, labels, rles, strict=True):
-        entry = {"image_id": int(image_id), "category_id": label_to_category_id[int(label)], "bbox": box,
-                 "score": float(score)}  # fmt: skip
-        if rle is not None:
-            entry["segmentation"] = rle
-        results.append(entry)
-    return results
-
-
-def coco_ground_truth(dataset) -> tuple[COCO, list[int]]:
-    """pycocotools' ``COCO`` of a ``CocoDataset``'s annotation file and its image ids, in order."""
-    with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints "loading annotations..."
-        coco = COCO(str(dataset.annotation_file))
-        skipped = set(getattr(dataset, "skipped", {}))
-        if skipped:  # invalid boxes and polygons are no object (coco.AnnotationTable.skipped_summary)
-            coco.dataset["annotations"] = [a for a in coco.dataset["annotations"] if a.get("id") not in skipped]
-            coco.createIndex()
-    return coco, list(dataset.ids)
-
-
-def coco_stats(
-    coco_gt: COCO,
-    results: list[dict],
-    iou_type: str,
-    image_ids: Sequence[int],
-    category_ids: Sequence[int] | None = None,
-) -> dict[str, float]:
-    """pycocotools COCOeval summary as a dict; all zeros when there is no detection at all.
-
-    ``category_ids``: score only those categories (COCOeval's ``params.catIds``), e.g. one
-    class for its own AP; default all.
-    """
-    if not results:
-        return {name: 0.0 for name in STAT_NAMES}
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # COCOeval prints its progress
-        # pycocotools 2.0.11 under numpy 2 warns on every mask decode; the numbers are unaffected
-        warnings.filterwarnings("ignore", message=PYCOCOTOOLS_NUMPY2_WARNING, category=DeprecationWarning)
-        coco_dt = coco_gt.loadRes(results)
-        ev = COCOeval(coco_gt, coco_dt, iou_type)
-        ev.params.imgIds = list(image_ids)
-        if category_ids is not None:
-            ev.params.catIds = list(category_ids)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats, strict=True)}
 
 
 def run_results(run, targets: Sequence[dict], dataset, cfg: Config, repaste: bool = False) -> list[dict]:
@@ -121,7 +45,7 @@ def run_results(run, targets: Sequence[dict], dataset, cfg: Config, repaste: boo
         if repaste and run.segmentation is not None:
             seg = run.segmentation[j]
             out["masks"] = paste_into_original(seg.probs, seg.boxes, seg.image_size, seg.original_size, cfg)[1]
-        results += to_coco_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
+        results += coco_eval.to_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
     return results
 
 
@@ -158,12 +82,12 @@ def evaluate(
     start = time.perf_counter()
     results = predict_dataset(model, dataset, batch_size, progress, pastes=pastes or [model.config.mask_paste])
     seconds = time.perf_counter() - start
-    coco_gt, ids = coco_ground_truth(dataset)
+    coco_gt, ids = coco_eval.ground_truth(dataset)
     reports = {}
     for paste, res in results.items():
         report = {
-            "bbox": coco_stats(coco_gt, res, "bbox", ids),
-            "segm": coco_stats(coco_gt, res, "segm", ids),
+            "bbox": coco_eval.summary(coco_gt, res, "bbox", ids),
+            "segm": coco_eval.summary(coco_gt, res, "segm", ids),
             "images": len(dataset),
             "detections": len(res),
             "seconds": round(seconds, 2),
@@ -172,7 +96,7 @@ def evaluate(
         if per_class:
             report["per_class"] = {
                 dataset.class_names[label]: {
-                    kind: coco_stats(coco_gt, res, kind, ids, [category_id]) for kind in ("bbox", "segm")
+                    kind: coco_eval.summary(coco_gt, res, kind, ids, [category_id]) for kind in ("bbox", "segm")
                 }
                 for label, category_id in sorted(dataset.label_to_category_id.items())
             }
@@ -199,18 +123,18 @@ def paste_ceiling(dataset, cfg: Config, progress: bool = True) -> dict[str, floa
         probs = project_masks(objects["masks"], boxes, torch.arange(len(boxes)), 28)
         pasted = paste_masks(probs, boxes, tuple(image.shape[-2:]), cfg)
         out = {"boxes": boxes, "labels": labels, "scores": torch.ones(len(boxes)), "masks": pasted}
-        results += to_coco_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
-    coco_gt, ids = coco_ground_truth(dataset)
-    return coco_stats(coco_gt, results, "segm", ids)
+        results += coco_eval.to_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
+    coco_gt, ids = coco_eval.ground_truth(dataset)
+    return coco_eval.summary(coco_gt, results, "segm", ids)
 
 
 def format_table(report: dict) -> str:
     """A plain-text table of the AP numbers, one row per IoU type."""
-    head = f"{'':6}" + "".join(f"{n:>7}" for n in STAT_NAMES[:6])
+    head = f"{'':6}" + "".join(f"{n:>7}" for n in coco_eval.STAT_NAMES[:6])
     rows = [head]
     for kind in ("bbox", "segm", "ceiling"):
         if kind in report:
-            rows.append(f"{kind:6}" + "".join(f"{report[kind][n]:7.3f}" for n in STAT_NAMES[:6]))
+            rows.append(f"{kind:6}" + "".join(f"{report[kind][n]:7.3f}" for n in coco_eval.STAT_NAMES[:6]))
     return "\n".join(rows)
 
 
@@ -304,8 +228,6 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(f"{report['images']} images, {report['detections']} detections, {report['seconds']} s, "
               f"paste={report['mask_paste']}" + ("; -1: no object of that size to score" if undefined else ""))  # fmt: skip
         if args.explain:  # chapter 10: the errors behind the AP, with the decision that made each
-            from minimask.trace import explain_dataset
-
             explained = explain_dataset(model, dataset, args.batch_size, progress=True)
             print(explained.format())
             report["explain"] = explained.to_json()

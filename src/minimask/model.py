@@ -21,7 +21,7 @@ from minimask.classification import BoxHead, BoxPredictor, Classification, class
 from minimask.coco import drop_crowd
 from minimask.config import Config
 from minimask.longlist import Longlist, select_longlist
-from minimask.losses import RoiLoss, RpnLoss, mask_loss, roi_losses, rpn_losses
+from minimask.losses import LOSS_NAMES, RoiLoss, RpnLoss, mask_loss, roi_losses, rpn_losses
 from minimask.objectness import Objectness, RPNHead, score_anchors
 from minimask.scoring import Scores, score_parts
 from minimask.segmentation import MaskHead, MaskPredictor, Segmentation, segment
@@ -34,11 +34,13 @@ from minimask.transform import Batch, check_images, check_targets, preprocess, r
 class Run:
     """Chapter 9. Every stage's record of one forward; the per-image fields are lists (one per image).
 
+    A field the run did not make is None (never an empty list: ``[]`` is a batch of no images).
     Inference (``model.run(images)``): every field up to ``scores``; with ``until=stage``, the
-    fields after that stage are None (``until="shortlist"``: no mask is computed). Training
-    (``model.run(images, targets)``): the longlist is the training one, ``classification``
-    holds the sampled RoIs, ``segmentation`` the positive RoIs, ``shortlist`` and ``scores``
-    are empty, and the target records and losses are filled in.
+    fields after that stage are None (``until="shortlist"``: no mask is computed); the training
+    fields are None. Training (``model.run(images, targets)``): the longlist is the training
+    one, ``classification`` holds the sampled RoIs, ``segmentation`` the positive RoIs,
+    ``shortlist``, ``scores`` and ``config`` are None, and the target records and losses are
+    filled in.
     """
 
     batch: Batch  # chapter 2: normalised, resized, padded images and their sizes
@@ -46,9 +48,9 @@ class Run:
     objectness: list[Objectness]  # chapter 3: every anchor's logit, deltas and box
     longlist: list[Longlist]  # chapter 4: proposals, and every anchor's fate
     classification: list[Classification] | None  # chapter 5: K+1 probabilities and boxes per proposal (or RoI)
-    shortlist: list[Shortlist] | None  # chapter 6: detections, and every candidate's fate
+    shortlist: list[Shortlist] | None  # chapter 6: detections, and every candidate's fate (None: training)
     segmentation: list[Segmentation] | None  # chapter 7: 28x28 and pasted masks (None: run until the shortlist)
-    scores: list[Scores] | None  # chapter 8: each detection's score and its parts (None: as segmentation)
+    scores: list[Scores] | None  # chapter 8: each detection's score and its parts (None: as shortlist, segmentation)
     # training only (None at inference)
     targets: list[dict[str, Tensor]] | None = None  # resized, crowd-free targets the heads learn from
     crowd_dropped: list[Tensor] | None = None  # per image: rows of the input target removed as iscrowd
@@ -175,6 +177,15 @@ class MaskRCNN(nn.Module):
         with torch.no_grad():
             return self._chain([], None, until, start=run)
 
+    def segment_boxes(self, features, batch, boxes: list[Tensor], labels: list[Tensor], **kw) -> list[Segmentation]:
+        """Chapter 7: the mask head on given boxes (resized-image pixels) and classes, one list per
+        image of ``batch``; ``kw`` goes to ``segmentation.segment`` (``original_sizes``,
+        ``detection_index``)."""
+        heads = self.roi_heads
+        return segment(
+            heads.mask_head, heads.mask_predictor, features.maps, boxes, labels, batch.image_sizes, self.config, **kw
+        )
+
     def _chain(
         self,
         images: Sequence[Tensor],
@@ -188,60 +199,69 @@ class MaskRCNN(nn.Module):
         training = targets is not None
         images = check_images(images)
         if training:
-            if not images:
-                raise ValueError("training needs at least one image (got an empty list)")
-            targets = check_targets(images, targets, cfg)
-            # torchvision's train-mode transform draws torch.empty(1).uniform_(0, len(min_sizes)) per
-            # image (torch_choice); we have one min size but mirror the draw, so that the samplers
-            # below see the same random stream
-            for _ in images:
-                torch.empty(1).uniform_(0.0, 1.0)
+            targets = _training_targets(images, targets, cfg)
         if start is not None:
             batch, features, objectness = start.batch, start.features, start.objectness
         else:
             batch = preprocess(images, cfg)  # chapter 2
             features = extract_features(self.backbone, batch)
             objectness = score_anchors(self.rpn.head, features, batch, cfg)  # chapter 3
-        longlist = [  # chapter 4
-            select_longlist(o, size, cfg, training) for o, size in zip(objectness, batch.image_sizes, strict=True)
-        ]
-        heads = self.roi_heads
+        longlist = [select_longlist(o, cfg, training) for o in objectness]  # chapter 4
         if until == "longlist":
             return Run(batch, features, objectness, longlist, None, None, None, None, config=cfg)
-        if not training:
-            proposals = [ll.boxes for ll in longlist]
-            classification = classify(  # chapter 5
-                heads.box_head, heads.box_predictor, features.maps, proposals, batch.image_sizes, cfg
-            )
-            shortlist = [  # chapter 6 (original size: Detectron2 drops empty boxes there, chapter 11)
-                select_shortlist(c, size, cfg, original_size=orig)
-                for c, size, orig in zip(classification, batch.image_sizes, batch.original_sizes, strict=True)
-            ]
-            if until == "shortlist":
-                return Run(batch, features, objectness, longlist, classification, shortlist, None, None, config=cfg)
-            segmentation = segment(  # chapter 7
-                heads.mask_head,
-                heads.mask_predictor,
-                features.maps,
-                [s.boxes for s in shortlist],
-                [s.labels for s in shortlist],
-                batch.image_sizes,
-                cfg,
-                original_sizes=batch.original_sizes,
-            )
-            scores = [  # chapter 8
-                score_parts(*parts, cfg)
-                for parts in zip(longlist, classification, shortlist, segmentation, strict=True)
-            ]
-            return Run(
-                batch, features, objectness, longlist, classification, shortlist, segmentation, scores, config=cfg
-            )
+        if training:
+            return self._train_heads(batch, features, objectness, longlist, targets)
+        return self._infer_heads(batch, features, objectness, longlist, until)
+
+    def _infer_heads(
+        self,
+        batch: Batch,
+        features: Features,
+        objectness: list[Objectness],
+        longlist: list[Longlist],
+        until: str | None,
+    ) -> Run:
+        """Chapters 5-8 at inference: classify every proposal, shortlist, segment, score."""
+        cfg, heads = self.config, self.roi_heads
+        proposals = [ll.boxes for ll in longlist]
+        classification = classify(  # chapter 5
+            heads.box_head, heads.box_predictor, features.maps, proposals, batch.image_sizes, cfg
+        )
+        shortlist = [  # chapter 6 (original size: Detectron2 drops empty boxes there, chapter 11)
+            select_shortlist(c, cfg, original_size=orig)
+            for c, orig in zip(classification, batch.original_sizes, strict=True)
+        ]
+        if until == "shortlist":
+            return Run(batch, features, objectness, longlist, classification, shortlist, None, None, config=cfg)
+        segmentation = self.segment_boxes(  # chapter 7
+            features,
+            batch,
+            [s.boxes for s in shortlist],
+            [s.labels for s in shortlist],
+            original_sizes=batch.original_sizes,
+        )
+        scores = [  # chapter 8
+            score_parts(*parts, cfg) for parts in zip(longlist, classification, shortlist, segmentation, strict=True)
+        ]
+        return Run(batch, features, objectness, longlist, classification, shortlist, segmentation, scores, config=cfg)
+
+    def _train_heads(
+        self,
+        batch: Batch,
+        features: Features,
+        objectness: list[Objectness],
+        longlist: list[Longlist],
+        targets: list[dict[str, Tensor]],
+    ) -> Run:
+        """Chapters 3, 5, 7 and 9 in training: the targets of each head, the heads on the sampled
+        RoIs, and torchvision's five losses. The samplers draw in torchvision's order: every
+        image's anchors, then every image's RoIs."""
+        cfg, heads = self.config, self.roi_heads
         # training: targets resized with their images, crowd regions out (chapter 9)
-        resized = [
-            resize_target(t, from_size, to_size)
+        kept = [
+            drop_crowd(resize_target(t, from_size, to_size))
             for t, from_size, to_size in zip(targets, batch.original_sizes, batch.image_sizes, strict=True)
         ]
-        kept = [drop_crowd(t) for t in resized]
         used = [t for t, _ in kept]
         # chapter 3: RPN targets (one draw of the sampler per image, in order) and losses
         rpn_t = [rpn_targets(o.anchors, t["boxes"], cfg) for o, t in zip(objectness, used, strict=True)]
@@ -260,35 +280,18 @@ class MaskRCNN(nn.Module):
             proposal_index=[r.proposal_index[r.sampled_index] for r in roi_t],
         )
         roi_loss = roi_losses([c.logits for c in classification], [c.deltas for c in classification], roi_t, cfg)
-        # chapter 7: the mask head on the positive RoIs (proposal boxes, not refined), each read on
-        # its GT class's channel; the target side is the predictor's output side (2 x the RoIAlign)
-        mask_t = [mask_targets(r, t["masks"], 2 * cfg.mask_roi_output_size) for r, t in zip(roi_t, used, strict=True)]
-        segmentation = segment(
-            heads.mask_head,
-            heads.mask_predictor,
-            features.maps,
-            [m.boxes for m in mask_t],
-            [m.labels for m in mask_t],
-            batch.image_sizes,
-            cfg,
-            detection_index=[m.classification_index for m in mask_t],
-        )
-        losses = {
-            "loss_objectness": rpn_loss.objectness,
-            "loss_rpn_box_reg": rpn_loss.box_reg,
-            "loss_classifier": roi_loss.classifier,
-            "loss_box_reg": roi_loss.box_reg,
-            "loss_mask": mask_loss([s.logits for s in segmentation], mask_t),
-        }
+        mask_t, segmentation = self._train_masks(features, batch, roi_t, used)
+        losses = (rpn_loss.objectness, rpn_loss.box_reg, roi_loss.classifier, roi_loss.box_reg)
+        losses += (mask_loss([s.logits for s in segmentation], mask_t),)
         return Run(
             batch,
             features,
             objectness,
             longlist,
             classification,
-            shortlist=[],
+            shortlist=None,
             segmentation=segmentation,
-            scores=[],
+            scores=None,
             targets=used,
             crowd_dropped=[d for _, d in kept],
             rpn_targets=rpn_t,
@@ -296,5 +299,39 @@ class MaskRCNN(nn.Module):
             mask_targets=mask_t,
             rpn_loss=rpn_loss,
             roi_loss=roi_loss,
-            losses=losses,
+            losses=dict(zip(LOSS_NAMES, losses, strict=True)),
         )
+
+    def _train_masks(
+        self, features: Features, batch: Batch, roi_t: list[RoiTargets], used: list[dict[str, Tensor]]
+    ) -> tuple[list[MaskTargets], list[Segmentation]]:
+        """Chapter 7 in training: the mask head on the positive RoIs (proposal boxes, not refined),
+        each read on its GT class's channel; the target side is the predictor's output side
+        (2 x the RoIAlign)."""
+        side = 2 * self.config.mask_roi_output_size
+        mask_t = [mask_targets(r, t["masks"], side) for r, t in zip(roi_t, used, strict=True)]
+        segmentation = self.segment_boxes(
+            features,
+            batch,
+            [m.boxes for m in mask_t],
+            [m.labels for m in mask_t],
+            detection_index=[m.classification_index for m in mask_t],
+        )
+        return mask_t, segmentation
+
+
+def _training_targets(
+    images: list[Tensor], targets: Sequence[dict[str, Tensor]], cfg: Config
+) -> list[dict[str, Tensor]]:
+    """Chapter 9. The targets checked (``check_targets``), and torchvision's train-mode draw mirrored.
+
+    torchvision's train-mode transform draws ``torch.empty(1).uniform_(0, len(min_sizes))`` per
+    image (``torch_choice``); we have one min size but make the same draw, so that the samplers
+    see the same random stream.
+    """
+    if not images:
+        raise ValueError("training needs at least one image (got an empty list)")
+    checked = check_targets(images, targets, cfg)
+    for _ in images:
+        torch.empty(1).uniform_(0.0, 1.0)
+    return checked

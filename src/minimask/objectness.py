@@ -152,3 +152,22 @@ def score_anchors(head: nn.Module, features: Features, batch: Batch, cfg: Config
             )
         )
     return records
+
+
+# --- what chapter 3 counts (its figures draw these, minimask.viz.rpn) ---------------------------
+def anchor_verdicts(rpn, gt: int) -> tuple[Tensor, list[str]]:
+    """Chapter 3. For object ``gt``: every anchor's IoU with it and its verdict, one name each.
+
+    ``rpn`` is a ``targets.RpnTargets``. Verdicts: "positive" (its best object is ``gt`` at
+    IoU >= the foreground threshold), "best anchor" (made positive for ``gt`` by the
+    low-quality rule), "other object" (positive, for another object), "ignored", "negative".
+    """
+    iou = boxes.iou(rpn.gt_boxes[gt : gt + 1], rpn.anchors)[0]
+    m = rpn.match
+    names = []
+    for label, gt_index, low in zip(m.label.tolist(), m.gt_index.tolist(), m.low_quality.tolist(), strict=True):
+        if label == 1:
+            names.append(("best anchor" if low else "positive") if gt_index == gt else "other object")
+        else:
+            names.append("ignored" if label == -1 else "negative")
+    return iou, names

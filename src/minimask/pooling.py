@@ -90,6 +90,64 @@ def assign_levels(boxes: Tensor, cfg: Config, k_min: int = 2, k_max: int = 5) ->
     return level.to(torch.int64) - k_min
 
 
+def _no_boxes(levels: Sequence[Tensor], output_size: int, names: Sequence[str]) -> Pooled:
+    """The ``Pooled`` of a batch of no images: every field empty."""
+    empty = torch.zeros(0, dtype=torch.int64, device=levels[0].device)
+    return Pooled(
+        features=levels[0].new_zeros((0, levels[0].shape[1], output_size, output_size)),
+        roi_level=empty,
+        image_index=empty,
+        box_index=empty,
+        boxes=levels[0].new_zeros((0, 4)),
+        names=tuple(names),
+        scales=(),
+        levels=(0, 0),
+    )
+
+
+def _rois(boxes_per_image: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Chapter 5. The batch's boxes as ``roi_align`` expects them, one row (image, x1, y1, x2, y2) per box.
+
+    Returns ``(rois (R, 5), boxes (R, 4), image_index (R,), box_index (R,))``, image-major.
+    """
+    boxes = torch.cat(list(boxes_per_image), dim=0)
+    image_index = torch.cat(
+        [torch.full((len(b),), i, dtype=torch.int64, device=boxes.device) for i, b in enumerate(boxes_per_image)]
+    )
+    box_index = torch.cat([torch.arange(len(b), device=boxes.device) for b in boxes_per_image])
+    rois = torch.cat([image_index[:, None].to(boxes.dtype), boxes], dim=1)
+    return rois, boxes, image_index, box_index
+
+
+def align_per_level(
+    levels: Sequence[Tensor],
+    scales: Sequence[float],
+    rois: Tensor,
+    level: Tensor,
+    output_size: int,
+    sampling_ratio: int,
+    cfg: Config,
+) -> Tensor:
+    """Chapter 5. RoIAlign of each row of ``rois`` on the map ``level`` chose for it: ``Tensor[R, C, S, S]``.
+
+    One ``torchvision.ops.roi_align`` call per level, as ``MultiScaleRoIAlign``
+    (``_multiscale_roi_align``), with ``aligned = cfg.roi_aligned``.
+    """
+    first = levels[0]
+    features = first.new_zeros((len(rois), first.shape[1], output_size, output_size))
+    for k, (fmap, scale) in enumerate(zip(levels, scales, strict=True)):
+        rows = torch.where(level == k)[0]
+        features[rows] = roi_align(
+            fmap,
+            rois[rows],
+            output_size=(output_size, output_size),
+            spatial_scale=scale,
+            sampling_ratio=sampling_ratio,
+            aligned=cfg.roi_aligned,
+        ).to(features.dtype)
+    return features
+
+
 def roi_pool(
     maps: Mapping[str, Tensor],
     boxes_per_image: Sequence[Tensor],
@@ -120,44 +178,16 @@ def roi_pool(
         raise ValueError(f"roi_pool: {len(boxes_per_image)} box tensors for {len(image_sizes)} image sizes")
     levels = [maps[n] for n in names]
     if not image_sizes:  # a batch of no images: nothing to pool
-        empty = torch.zeros(0, dtype=torch.int64, device=levels[0].device)
-        return Pooled(
-            features=levels[0].new_zeros((0, levels[0].shape[1], output_size, output_size)),
-            roi_level=empty,
-            image_index=empty,
-            box_index=empty,
-            boxes=levels[0].new_zeros((0, 4)),
-            names=tuple(names),
-            scales=(),
-            levels=(0, 0),
-        )
+        return _no_boxes(levels, output_size, names)
     # 1. the scale of each map, from the largest image in the batch (_setup_scales)
     largest = (max(s[0] for s in image_sizes), max(s[1] for s in image_sizes))
     scales = tuple(infer_scale(m.shape[-2:], largest) for m in levels)
     k_min, k_max = level_range(scales)
-    # 2. one row per box: (image index, x1, y1, x2, y2), as roi_align expects
-    boxes = torch.cat(list(boxes_per_image), dim=0)
-    image_index = torch.cat(
-        [torch.full((len(b),), i, dtype=torch.int64, device=boxes.device) for i, b in enumerate(boxes_per_image)]
-    )
-    box_index = torch.cat([torch.arange(len(b), device=boxes.device) for b in boxes_per_image])
-    rois = torch.cat([image_index[:, None].to(boxes.dtype), boxes], dim=1)
-    # 3. the level of each box, then RoIAlign level by level
+    # 2. one row per box; 3. the level of each box, then RoIAlign level by level
+    rois, boxes, image_index, box_index = _rois(boxes_per_image)
     level = assign_levels(boxes, cfg, k_min, k_max)
-    first = levels[0]
-    features = first.new_zeros((len(rois), first.shape[1], output_size, output_size))
-    for k, (fmap, scale) in enumerate(zip(levels, scales, strict=True)):
-        rows = torch.where(level == k)[0]
-        features[rows] = roi_align(
-            fmap,
-            rois[rows],
-            output_size=(output_size, output_size),
-            spatial_scale=scale,
-            sampling_ratio=sampling_ratio,
-            aligned=cfg.roi_aligned,
-        ).to(features.dtype)
     return Pooled(
-        features=features,
+        features=align_per_level(levels, scales, rois, level, output_size, sampling_ratio, cfg),
         roi_level=level,
         image_index=image_index,
         box_index=box_index,

@@ -21,6 +21,7 @@ stops it before any work with one line naming the file or option, exit status 2 
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import sys
@@ -32,16 +33,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from minimask import cli
-from minimask.coco import read_image
-from minimask.evaluate import encode_masks
+from minimask import cli, coco_eval
+from minimask.coco import CocoDataset, read_annotations, read_image
+from minimask.explain import image_report
+from minimask.trace import explain
 
 WRITER = "minimask.predict"  # in each PNG's "Software" field and the explain text's first line
 
 
 def prediction_json(output: dict, class_names: list[str], threshold: float) -> dict:
     """One image's detections as a JSON-ready dict."""
-    rles = encode_masks(output["masks"], threshold)
+    rles = coco_eval.encode_masks(output["masks"], threshold)
     labels = output["labels"].tolist()
     return {
         "boxes": [[round(v, 2) for v in b] for b in output["boxes"].tolist()],
@@ -175,15 +177,42 @@ def _skipped_line(table, file_name: str) -> str:
     return f"{len(found)} annotation(s) skipped as invalid, counted as no object (never matched or missed): {listed}"
 
 
+def targets_for_files(paths: list[str], annotation_file: str) -> tuple[list[dict[str, torch.Tensor]], list[str]]:
+    """The target of each image file from a COCO annotation file, found by file name, and the class names.
+
+    Raises ``FileNotFoundError``/``ValueError`` naming the file: a missing or malformed
+    annotation file (``coco.read_annotations``), an image whose name is not in it, or whose
+    size differs from the file's. Annotations with an invalid box or polygon are no object
+    (``coco.AnnotationTable.skipped_summary``): said once, for these images only, as a warning.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # said below, for the images asked about only
+        ds = CocoDataset(annotation_file, ".")
+    by_name = {Path(ds.image_info(i)["file_name"]).name: i for i in range(len(ds))}
+    out = []
+    for path in paths:
+        name = Path(path).name
+        if name not in by_name:
+            raise ValueError(f"{path}: no image named {name!r} in {annotation_file}")
+        i = by_name[name]
+        # read the image from where it is: images_dir / file_name == path
+        depth = len(Path(ds.image_info(i)["file_name"]).parts)
+        item = copy.copy(ds)
+        item.images_dir = Path(path).parents[depth - 1]
+        out.append(item[i][1])
+    skipped = ds.table.skipped_summary({ds.ids[by_name[Path(p).name]] for p in paths})
+    if skipped:
+        warnings.warn(skipped, UserWarning, stacklevel=2)
+    return out, list(ds.class_names)
+
+
 @torch.no_grad()
 def explain_images(paths: list[str], out: Path, names: list[str], model, class_names: list[str],
                    annotations: str | None = None, device: str = "cpu", progress: bool = True) -> list[Path]:  # fmt: skip
     """``--explain`` (chapter 10): per image ``NAME_explain.png`` and ``NAME_explain.txt`` (each
     detection's lineage; with ``annotations``, the misses and false positives, and the image's
     annotations skipped as invalid, listed by id)."""
-    from minimask.coco import read_annotations
-    from minimask.trace import explain, targets_for_files
-    from minimask.viz import trace as vtrace
+    from minimask.viz import trace as vtrace  # matplotlib: only when figures are drawn
 
     targets, table = [None] * len(paths), None
     if annotations is not None:
@@ -202,7 +231,7 @@ def explain_images(paths: list[str], out: Path, names: list[str], model, class_n
                                    disable=not progress):  # fmt: skip
         image = read_image(path)
         tr = explain(model, image.to(device), target)
-        text = tr.report(class_names)
+        text = image_report(tr, class_names)
         skipped = _skipped_line(table, Path(path).name) if table is not None else ""
         matched = re.search(r"objects matched at IoU [\d.]+", text)
         if skipped and matched:

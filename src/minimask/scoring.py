@@ -95,59 +95,8 @@ def score_parts(
     )
 
 
-# --- chapter 8: is the score calibrated? Matching detections to ground truth, reliability ---------
-
-
-def coco_iou(detections: Tensor | list[dict], ground_truth: Tensor | list[dict]) -> Tensor:
-    """Chapter 8. ``Tensor[D, G]`` IoU of every detection with every ground-truth object, by pycocotools.
-
-    Either both boxes (``Tensor[N, 4]`` xyxy pixels) or both masks (lists of COCO RLEs, e.g.
-    ``evaluate.encode_masks``); computed by ``pycocotools.mask.iou`` with no crowd objects,
-    as ``COCOeval.computeIoU`` does. Boxes use COCO's continuous width ``x2 - x1`` (no "+1").
-    """
-    from pycocotools import mask as mask_utils
-
-    rows, cols = len(detections), len(ground_truth)
-    if rows == 0 or cols == 0:
-        return torch.zeros((rows, cols), dtype=torch.float64)
-    if isinstance(detections, Tensor):
-        detections = _xywh(detections)
-        ground_truth = _xywh(ground_truth)
-    table = mask_utils.iou(detections, ground_truth, [0] * cols)
-    return torch.as_tensor(table, dtype=torch.float64).reshape(rows, cols)
-
-
-def _xywh(boxes: Tensor) -> list[list[float]]:
-    boxes = boxes.detach().double().cpu()
-    return torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-
-
-def match_by_score(
-    iou: Tensor,
-    scores: Tensor,
-    labels: Tensor,
-    gt_labels: Tensor,
-    threshold: float = 0.5,
-) -> Tensor:
-    """Chapter 8. ``Tensor[D]`` int64: the object each detection matches,
-    or -1.
-
-    COCOeval's greedy rule for one image and one IoU threshold
-    (``COCOeval.evaluateImg``): detections in descending score (stable),
-    each takes the not-yet-taken object of its own class with the highest
-    IoU, if that IoU is at least ``threshold``. A detection that matches is
-    a true positive at that threshold; the others are false positives.
-    """
-    match = torch.full((len(scores),), -1, dtype=torch.int64)
-    taken = torch.zeros(len(gt_labels), dtype=torch.bool)
-    at_least = min(threshold, 1 - 1e-10)  # as COCOeval: IoU 1 matches
-    for d in torch.argsort(scores, descending=True, stable=True).tolist():
-        free = (gt_labels == labels[d]) & ~taken & (iou[d] >= at_least)
-        if free.any():
-            g = int(torch.where(free, iou[d], -1.0).argmax())
-            match[d] = g
-            taken[g] = True
-    return match
+# --- chapter 8: is the score calibrated? Reliability of the score against COCO's matches ------------
+# (the matches themselves: coco_eval.iou and coco_eval.greedy_match, COCOeval's rule)
 
 
 @dataclass(frozen=True)

@@ -88,12 +88,6 @@ class Segmentation:
     image_size: tuple[int, int]  # resized (height, width)
     original_size: tuple[int, int]  # (H, W)
 
-    def binary(self, threshold: float) -> Tensor:
-        """(D, 1, H, W) bool: pixels whose probability is >= ``threshold`` (cfg.mask_threshold)."""
-        if self.masks is None:
-            raise ValueError("this Segmentation comes from a training run: nothing was pasted")
-        return self.masks >= threshold
-
 
 def paste_into_original(
     probs: Tensor, boxes: Tensor, image_size: tuple[int, int], original_size: tuple[int, int], cfg: Config
@@ -115,6 +109,50 @@ def paste_into_original(
     return boxes_orig, masks
 
 
+def class_channel(logits: Tensor, labels: Sequence[Tensor]) -> Tensor:
+    """Chapter 7. Each row's logits on its class's channel: ``Tensor[D, K+1, M, M] -> Tensor[D, M, M]``.
+
+    ``labels``: per image, the class of each row (the detected class; in training the GT
+    class), images concatenated in the order of ``logits``. torchvision ``maskrcnn_inference``
+    (and ``maskrcnn_loss`` in training) reads the same channel; Detectron2 takes it before
+    the sigmoid too (the same values).
+    """
+    all_labels = torch.cat(list(labels)) if labels else logits.new_zeros(0, dtype=torch.int64)
+    return logits[torch.arange(len(all_labels), device=all_labels.device), all_labels]
+
+
+def image_masks(
+    boxes: Tensor,
+    labels: Tensor,
+    detection_index: Tensor,
+    logits: Tensor,
+    roi_level: Tensor,
+    image_size: tuple[int, int],
+    original_size: tuple[int, int] | None,
+    cfg: Config,
+) -> Segmentation:
+    """Chapter 7. One image's record: the sigmoid of its logits and, given ``original_size``
+    (inference), the boxes and soft masks in the original image (``paste_into_original``)."""
+    size = (int(image_size[0]), int(image_size[1]))
+    probs = logits.sigmoid()
+    boxes_orig = masks = None
+    if original_size is not None:
+        original_size = (int(original_size[0]), int(original_size[1]))
+        boxes_orig, masks = paste_into_original(probs, boxes, size, original_size, cfg)
+    return Segmentation(
+        boxes=boxes,
+        detection_index=detection_index,
+        roi_level=roi_level,
+        labels=labels,
+        logits=logits,
+        probs=probs,
+        boxes_orig=boxes_orig,
+        masks=masks,
+        image_size=size,
+        original_size=original_size if original_size is not None else size,
+    )
+
+
 def segment(
     mask_head: nn.Module,
     mask_predictor: nn.Module,
@@ -131,54 +169,21 @@ def segment(
     ``boxes``/``labels``: per image, the detections' boxes (resized-image pixels) and classes
     (``Shortlist.boxes``/``labels``; in training the positive RoIs and their GT classes);
     ``detection_index``: their rows in the previous record (default ``0..D_i-1``).
-
-    Steps as torchvision ``RoIHeads.forward`` (mask branch) and
-    ``GeneralizedRCNNTransform.postprocess``: 1. RoIAlign (``cfg.mask_roi_output_size``,
-    ``cfg.mask_roi_sampling_ratio``) of all images' boxes together; 2. mask head and
-    predictor -> ``Tensor[D, K+1, 28, 28]`` logits; 3. the given class's channel and its
-    sigmoid (``maskrcnn_inference``; in training ``maskrcnn_loss`` reads the same channel);
-    4. with ``original_sizes`` (inference), boxes mapped back to the original size
-    (``resize_boxes``) and masks pasted there (``paste.paste_masks``). Masks stay soft:
-    ``cfg.mask_threshold`` is applied by callers (evaluation, figures), as in torchvision.
-    Detectron2 takes the channel before the sigmoid (same values) and thresholds at 0.5.
+    Steps as torchvision ``RoIHeads.forward`` (mask branch): 1. RoIAlign
+    (``cfg.mask_roi_output_size``, ``cfg.mask_roi_sampling_ratio``) of all images' boxes
+    together; 2. mask head and predictor; 3. ``class_channel``; 4. per image (``image_masks``)
+    the sigmoid and, with ``original_sizes``, the paste into the original image
+    (``GeneralizedRCNNTransform.postprocess``). Masks stay soft: callers apply
+    ``cfg.mask_threshold`` (as torchvision; Detectron2 thresholds at 0.5).
     """
     pooled = roi_pool(maps, boxes, image_sizes, cfg.mask_roi_output_size, cfg.mask_roi_sampling_ratio, cfg)
-    logits = mask_predictor(mask_head(pooled.features))  # (D_all, K+1, M, M)
-    all_labels = torch.cat(list(labels)) if labels else logits.new_zeros(0, dtype=torch.int64)
-    logits = logits[torch.arange(len(all_labels), device=all_labels.device), all_labels]  # (D_all, M, M)
+    logits = class_channel(mask_predictor(mask_head(pooled.features)), labels)  # (D_all, M, M)
     counts = [len(b) for b in boxes]
     if detection_index is None:
         detection_index = [torch.arange(n, device=logits.device) for n in counts]
     originals = original_sizes if original_sizes is not None else [None] * len(boxes)
-    records = []
-    for b, lab, index, lg, lv, size, orig in zip(
-        boxes,
-        labels,
-        detection_index,
-        logits.split(counts),
-        pooled.roi_level.split(counts),
-        image_sizes,
-        originals,
+    per_image = zip(
+        boxes, labels, detection_index, logits.split(counts), pooled.roi_level.split(counts), image_sizes, originals,
         strict=True,
-    ):
-        size = (int(size[0]), int(size[1]))
-        probs = lg.sigmoid()
-        boxes_orig = masks = None
-        if orig is not None:
-            orig = (int(orig[0]), int(orig[1]))
-            boxes_orig, masks = paste_into_original(probs, b, size, orig, cfg)
-        records.append(
-            Segmentation(
-                boxes=b,
-                detection_index=index,
-                roi_level=lv,
-                labels=lab,
-                logits=lg,
-                probs=probs,
-                boxes_orig=boxes_orig,
-                masks=masks,
-                image_size=size,
-                original_size=orig if orig is not None else size,
-            )
-        )
-    return records
+    )  # fmt: skip
+    return [image_masks(*parts, cfg) for parts in per_image]

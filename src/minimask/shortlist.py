@@ -71,53 +71,60 @@ def flatten_candidates(c: Classification) -> tuple[Tensor, Tensor, Tensor]:
     return c.boxes[:, 1:].reshape(-1, 4), c.probs[:, 1:].reshape(-1), labels.reshape(-1)
 
 
-def select_shortlist(
-    c: Classification, image_size: tuple[int, int], cfg: Config, original_size: tuple[int, int] | None = None
-) -> Shortlist:
-    """Chapter 6. Threshold, tiny-box rule, per-class NMS and cap, with every candidate's fate.
+def nms_per_class(boxes: Tensor, scores: Tensor, labels: Tensor, rows: Tensor, cfg: Config) -> NmsStep:
+    """Chapter 6. NMS at IoU > ``cfg.box_nms_thresh`` within each class, over the candidates ``rows``.
 
-    Mirrors torchvision ``RoIHeads.postprocess_detections`` step by step: score strictly
-    greater than ``cfg.box_score_thresh``; both sides >= ``cfg.box_min_size`` (1e-2 px);
-    ``torchvision.ops.batched_nms`` with the class as the group and ``cfg.box_nms_thresh``
-    (suppresses IoU > thresh); the ``cfg.box_detections_per_img`` best. ``image_size`` is the
-    resized (height, width); the boxes in ``c`` are already clipped to it. Detectron2 uses the
-    same threshold, NMS and cap but no tiny-box rule here (it drops empty boxes after rescaling).
-
-    Detectron2's rules (chapter 11): ``cfg.small_box_removal`` "after_rescale" skips step 2
-    and, after the cap, drops the detections whose box mapped to ``original_size``
-    (``transform.boxes_to_original``) has a side <= ``cfg.box_min_size`` (``detector_postprocess``,
-    ``Boxes.nonempty``; fate ``small_box``); ``cfg.background_class`` "last" groups NMS by
-    Detectron2's class index, label - 1 (``fast_rcnn_inference_single_image``: ``filter_inds``).
+    ``torchvision.ops.batched_nms`` with the class as the group; ``keep`` is sorted by score,
+    best first. ``cfg.background_class`` "last" groups by Detectron2's class index, label - 1
+    (``fast_rcnn_inference_single_image``: ``filter_inds``): the same groups.
     """
-    if tuple(image_size) != tuple(c.image_size):
-        raise ValueError(
-            f"select_shortlist: image_size {tuple(image_size)} != Classification.image_size {c.image_size}"
-        )
-    boxes, scores, labels = flatten_candidates(c)
-    # 1. a class probability above the threshold (strict >)
-    passed = scores > cfg.box_score_thresh
-    fate = torch.where(passed, KEPT, CODE["score_threshold"]).to(torch.int8)
-    rows = torch.where(passed)[0]
-    # 2. both sides at least box_min_size pixels
-    if cfg.small_box_removal == "before_nms":
-        large = box_ops.remove_small(boxes[rows], cfg.box_min_size)
-        rows = drop(fate, "small_box", rows, large)
-    # 3. NMS within each class; keep is sorted by score, descending
     groups = labels[rows] - 1 if cfg.background_class == "last" else labels[rows]
     keep = batched_nms(boxes[rows], scores[rows], groups, cfg.box_nms_thresh)
-    nms = NmsStep(
+    return NmsStep(
         rows=rows, boxes=boxes[rows], scores=scores[rows], groups=groups, keep=keep, threshold=cfg.box_nms_thresh
     )
-    rows = drop(fate, "nms", rows, keep)
-    # 4. the best box_detections_per_img
-    fate[rows[cfg.box_detections_per_img :]] = CODE["cap"]
+
+
+def nonempty_in_original(
+    boxes: Tensor, image_size: tuple[int, int], original_size: tuple[int, int], cfg: Config
+) -> Tensor:
+    """Chapter 11. Positions of the ``boxes`` whose sides, mapped to ``original_size``, exceed ``cfg.box_min_size``.
+
+    Detectron2's tiny-box rule (``cfg.small_box_removal`` "after_rescale"): after the cap,
+    ``detector_postprocess`` rescales the boxes (``transform.boxes_to_original``) and keeps
+    ``Boxes.nonempty``.
+    """
+    mapped = boxes_to_original(boxes, image_size, original_size, cfg)
+    w, h = mapped[:, 2] - mapped[:, 0], mapped[:, 3] - mapped[:, 1]
+    return torch.where((w > cfg.box_min_size) & (h > cfg.box_min_size))[0]
+
+
+def select_shortlist(c: Classification, cfg: Config, original_size: tuple[int, int] | None = None) -> Shortlist:
+    """Chapter 6. Threshold, tiny-box rule, per-class NMS and cap, with every candidate's fate.
+
+    Mirrors torchvision ``RoIHeads.postprocess_detections`` step by step: 1. score strictly
+    greater than ``cfg.box_score_thresh``; 2. both sides >= ``cfg.box_min_size`` (1e-2 px);
+    3. per-class NMS (``nms_per_class``, suppresses IoU > ``cfg.box_nms_thresh``); 4. the
+    ``cfg.box_detections_per_img`` best. The boxes of ``c`` are already clipped to its
+    ``image_size`` (resized height, width); ``original_size`` gives ``boxes_orig``.
+    Detectron2 uses the same threshold, NMS and cap but removes tiny boxes after rescaling:
+    ``cfg.small_box_removal`` "after_rescale" skips step 2 and, after the cap, drops the
+    detections ``nonempty_in_original`` rejects (fate ``small_box``; chapter 11).
+    """
+    boxes, scores, labels = flatten_candidates(c)
+    passed = scores > cfg.box_score_thresh  # 1. strict >
+    fate = torch.where(passed, KEPT, CODE["score_threshold"]).to(torch.int8)
+    rows = torch.where(passed)[0]
+    if cfg.small_box_removal == "before_nms":  # 2.
+        rows = drop(fate, "small_box", rows, box_ops.remove_small(boxes[rows], cfg.box_min_size))
+    nms = nms_per_class(boxes, scores, labels, rows, cfg)  # 3.
+    rows = drop(fate, "nms", rows, nms.keep)
+    fate[rows[cfg.box_detections_per_img :]] = CODE["cap"]  # 4.
     rows = rows[: cfg.box_detections_per_img]
-    if cfg.small_box_removal == "after_rescale" and original_size is not None:
-        mapped = boxes_to_original(boxes[rows], image_size, original_size, cfg)
-        w, h = mapped[:, 2] - mapped[:, 0], mapped[:, 3] - mapped[:, 1]
-        rows = drop(fate, "small_box", rows, torch.where((w > cfg.box_min_size) & (h > cfg.box_min_size))[0])
-    k = c.probs.shape[1] - 1
     after = cfg.small_box_removal == "after_rescale" and original_size is not None
+    if after:
+        rows = drop(fate, "small_box", rows, nonempty_in_original(boxes[rows], c.image_size, original_size, cfg))
+    k = c.probs.shape[1] - 1
     return Shortlist(
         boxes=boxes[rows],
         scores=scores[rows],
@@ -127,6 +134,6 @@ def select_shortlist(
         fate=fate,
         nms=nms,
         num_foreground=k,
-        boxes_orig=None if original_size is None else boxes_to_original(boxes[rows], image_size, original_size, cfg),
+        boxes_orig=None if original_size is None else boxes_to_original(boxes[rows], c.image_size, original_size, cfg),
         order=("score_threshold", "nms", "cap", "small_box") if after else (),
     )

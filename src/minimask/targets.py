@@ -37,32 +37,15 @@ from minimask.boxes import encode, iou
 from minimask.config import Config
 from minimask.fates import CODE, KEPT, Filtered
 
-# Reason codes, shared by every record below. ``reason_names`` of a record spells them with its
-# thresholds, e.g. "iou>=0.7" for POSITIVE_IOU in the RPN.
-POSITIVE_IOU = 0  # best IoU >= the foreground threshold
-LOW_QUALITY = 1  # below the threshold, but the best anchor/proposal for some object (RPN rule)
-NEGATIVE_IOU = 2  # best IoU < the background threshold
-BETWEEN = 3  # bg <= best IoU < fg: ignored, neither positive nor negative
-NO_GT = 4  # the image has no (non-crowd) objects: everything is background
-NOT_SAMPLED = 5  # a positive or negative that the sampler did not draw
-
 # torchvision Matcher's codes for unmatched predictions (_utils.py Matcher.BELOW_LOW_THRESHOLD...)
 BELOW_LOW_THRESHOLD = -1
 BETWEEN_THRESHOLDS = -2
 
 
-def reason_names(fg: float, bg: float) -> tuple[str, ...]:
-    """The reason codes spelled out with their thresholds (index = code)."""
-    return (f"iou>={fg:g}", "low_quality_best", f"iou<{bg:g}", "between", "no_gt", "not_sampled")
-
-
-def _count(codes: Tensor, names: tuple[str, ...]) -> dict[str, int]:
-    return {name: int((codes == k).sum()) for k, name in enumerate(names)}
-
-
-def _sampled_counts(reason: Tensor, names: tuple[str, ...], sample: Sampled) -> dict[str, int]:
-    """``_count`` of the final reasons, plus how many positives and negatives were drawn."""
-    out = _count(reason, names)
+def _sampled_counts(m: Matches, fate: Tensor, sample: Sampled) -> dict[str, int]:
+    """The matching verdicts (``Matches.counts``), then the sampling: rows left out, rows drawn."""
+    out = m.counts()
+    out["not_sampled"] = int((fate == CODE["not_sampled"]).sum())
     out["sampled_positive"] = int(sample.positive.numel())
     out["sampled_negative"] = int(sample.negative.numel())
     return out
@@ -71,18 +54,30 @@ def _sampled_counts(reason: Tensor, names: tuple[str, ...], sample: Sampled) -> 
 # --- matching -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Matches:
-    """Chapters 3 and 5: each prediction's best ground-truth object and the verdict on it."""
+    """Chapters 3 and 5: each prediction's best ground-truth object and the verdict on it.
 
-    matched: Tensor  # (N,) int64 torchvision Matcher output: GT index, -1 below bg, -2 between
-    best_gt: Tensor  # (N,) int64 GT of highest IoU (argmax), whatever the verdict; -1 if no GT
+    The verdict is ``label``: positive (IoU >= ``fg``, or made positive by the low-quality
+    rule: ``low_quality``), negative (IoU < ``bg``, or an image without objects) or ignored
+    (in between; fate ``ignored`` in the target records).
+    """
+
+    gt_index: Tensor  # (N,) int64 the matched GT of a positive; -1 negative, -2 ignored (torchvision Matcher's output)
+    best_gt: Tensor  # (N,) int64 GT of highest IoU (argmax), whatever the verdict (a negative's too); -1 if no GT
     iou: Tensor  # (N,) IoU with best_gt (0 if no GT)
     label: Tensor  # (N,) int64 1 positive, 0 negative, -1 ignored
-    reason: Tensor  # (N,) int64 reason code (POSITIVE_IOU, LOW_QUALITY, NEGATIVE_IOU, BETWEEN, NO_GT)
-    reason_names: tuple[str, ...]  # code -> text, e.g. ("iou>=0.7", "low_quality_best", ...)
+    low_quality: Tensor  # (N,) bool positive only by the low-quality rule (IoU below fg)
+    fg: float  # the foreground threshold: positive at IoU >= fg
+    bg: float  # the background threshold: negative at IoU < bg
 
     def counts(self) -> dict[str, int]:
-        """How many predictions got each reason."""
-        return _count(self.reason, self.reason_names)
+        """Predictions per verdict (a partition): positive by IoU, positive by the low-quality
+        rule, negative, ignored."""
+        return {
+            "positive_iou": int(((self.label == 1) & ~self.low_quality).sum()),
+            "low_quality": int(self.low_quality.sum()),
+            "negative": int((self.label == 0).sum()),
+            "ignored": int((self.label == -1).sum()),
+        }
 
 
 def match(iou_matrix: Tensor, fg: float, bg: float, allow_low_quality: bool) -> Matches:
@@ -95,51 +90,45 @@ def match(iou_matrix: Tensor, fg: float, bg: float, allow_low_quality: bool) -> 
     object); if an object overlaps nothing, every prediction at IoU 0 with it is tied.
 
     Mirrors torchvision ``_utils.Matcher.__call__`` and ``set_low_quality_matches_`` call by call
-    (same ``max`` for the same tie-breaking), so ``matched`` equals the Matcher's output. One
+    (same ``max`` for the same tie-breaking), so ``gt_index`` equals the Matcher's output. One
     difference: with no ground truth (G = 0) the Matcher raises and its callers branch to "all
-    background"; here ``match`` returns that directly (reason ``NO_GT``). Detectron2 ``Matcher``
-    (modeling/matcher.py) does the same with its labels [0, -1, 1].
+    background"; here ``match`` returns that directly (every prediction negative). Detectron2
+    ``Matcher`` (modeling/matcher.py) does the same with its labels [0, -1, 1].
     """
     if iou_matrix.dim() != 2:
         raise ValueError(f"iou_matrix must be 2-D (objects x predictions), got shape {tuple(iou_matrix.shape)}")
     if bg > fg:
         raise ValueError(f"bg ({bg}) must be <= fg ({fg})")
-    names = reason_names(fg, bg)
     num_gt, n = iou_matrix.shape
     device = iou_matrix.device
     if num_gt == 0 or n == 0:
         minus = torch.full((n,), -1, dtype=torch.int64, device=device)
         return Matches(
-            matched=minus,
+            gt_index=minus,
             best_gt=minus.clone(),
             iou=torch.zeros(n, dtype=iou_matrix.dtype, device=device),
             label=torch.zeros(n, dtype=torch.int64, device=device),
-            reason=torch.full((n,), NO_GT, dtype=torch.int64, device=device),
-            reason_names=names,
+            low_quality=torch.zeros(n, dtype=torch.bool, device=device),
+            fg=fg,
+            bg=bg,
         )
 
     # 1. best object for each prediction (max over rows)
     best_iou, best_gt = iou_matrix.max(dim=0)
     # 2. verdict by threshold: below bg, between, or kept as a match
-    matched = best_gt.clone()
-    below = best_iou < bg
-    between = (best_iou >= bg) & (best_iou < fg)
-    matched[below] = BELOW_LOW_THRESHOLD
-    matched[between] = BETWEEN_THRESHOLDS
-    reason = torch.full((n,), POSITIVE_IOU, dtype=torch.int64, device=device)
-    reason[below] = NEGATIVE_IOU
-    reason[between] = BETWEEN
+    gt_index = best_gt.clone()
+    gt_index[best_iou < bg] = BELOW_LOW_THRESHOLD
+    gt_index[(best_iou >= bg) & (best_iou < fg)] = BETWEEN_THRESHOLDS
     # 3. low-quality rule: every prediction tied at an object's highest IoU is a match, to its
     #    own argmax object (torchvision Matcher.set_low_quality_matches_)
+    low_quality = torch.zeros(n, dtype=torch.bool, device=device)
     if allow_low_quality:
         best_for_each_gt = iou_matrix.max(dim=1).values  # (G,)
         rescued = torch.where(iou_matrix == best_for_each_gt[:, None])[1]
-        was_unmatched = torch.zeros(n, dtype=torch.bool, device=device)
-        was_unmatched[rescued] = matched[rescued] < 0
-        matched[rescued] = best_gt[rescued]
-        reason[was_unmatched] = LOW_QUALITY
-    label = torch.where(matched >= 0, 1, torch.where(matched == BELOW_LOW_THRESHOLD, 0, -1)).to(torch.int64)
-    return Matches(matched=matched, best_gt=best_gt, iou=best_iou, label=label, reason=reason, reason_names=names)
+        low_quality[rescued] = gt_index[rescued] < 0
+        gt_index[rescued] = best_gt[rescued]
+    label = torch.where(gt_index >= 0, 1, torch.where(gt_index == BELOW_LOW_THRESHOLD, 0, -1)).to(torch.int64)
+    return Matches(gt_index=gt_index, best_gt=best_gt, iou=best_iou, label=label, low_quality=low_quality, fg=fg, bg=bg)
 
 
 # --- sampling -------------------------------------------------------------------------------------
@@ -208,13 +197,6 @@ def _sample_fates(m: Matches, s: Sampled) -> Tensor:
     return fate
 
 
-def _final_reason(m: Matches, s: Sampled) -> Tensor:
-    """Matching reason, except NOT_SAMPLED for positives and negatives that were not drawn."""
-    undrawn = (m.label >= 0) & ~(s.positive_mask | s.negative_mask)
-    return torch.where(undrawn, torch.full_like(m.reason, NOT_SAMPLED), m.reason)
-
-
-# --- ground truth ---------------------------------------------------------------------------------
 # --- RPN ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RpnTargets(Filtered):
@@ -228,21 +210,17 @@ class RpnTargets(Filtered):
 
     anchors: Tensor  # (A, 4) xyxy, resized-image pixels
     gt_boxes: Tensor  # (G, 4) the (non-crowd) ground truth
-    match: Matches  # per anchor: best GT, its IoU, the matching verdict and reason
+    match: Matches  # per anchor: best GT, its IoU, the matching verdict
     sample: Sampled  # which positives and negatives were drawn
     label: Tensor  # (A,) float 1 / 0 as the loss sees it; -1 = not in the loss (ignored or not drawn)
-    reason: Tensor  # (A,) int64 final reason code: the match reason, or NOT_SAMPLED
     gt_index: Tensor  # (A,) int64 GT each positive regresses to; -1 for every other anchor
     box_targets: Tensor  # (A, 4) encoded deltas anchor -> its GT (rows with label 1 only; 0 elsewhere)
     fate: Tensor  # (A,) int8 kept (in the loss), ignored or not_sampled
 
-    @property
-    def reason_names(self) -> tuple[str, ...]:
-        return self.match.reason_names
-
     def counts(self) -> dict[str, int]:
-        """Anchors per final reason, plus the drawn positives and negatives."""
-        return _sampled_counts(self.reason, self.reason_names, self.sample)
+        """Anchors per matching verdict (``Matches.counts``), then ``not_sampled`` and the drawn
+        positives and negatives."""
+        return _sampled_counts(self.match, self.fate, self.sample)
 
 
 def rpn_targets(anchors: Tensor, gt_boxes: Tensor, cfg: Config, generator: torch.Generator | None = None) -> RpnTargets:
@@ -261,10 +239,10 @@ def rpn_targets(anchors: Tensor, gt_boxes: Tensor, cfg: Config, generator: torch
     m = match(iou(gt_boxes, anchors), cfg.rpn_fg_iou_thresh, cfg.rpn_bg_iou_thresh, allow_low_quality=True)
     s = sample(m.label, cfg.rpn_batch_size_per_image, cfg.rpn_positive_fraction, generator)
     positive = m.label == 1
-    gt_index = torch.where(positive, m.matched, -1)
+    gt_index = torch.where(positive, m.gt_index, -1)
     box_targets = torch.zeros_like(anchors)
     if positive.any():
-        box_targets[positive] = encode(gt_boxes[m.matched[positive]], anchors[positive], cfg.rpn_bbox_reg_weights)
+        box_targets[positive] = encode(gt_boxes[gt_index[positive]], anchors[positive], cfg.rpn_bbox_reg_weights)
     drawn = s.positive_mask | s.negative_mask
     label = torch.where(drawn, m.label, -1).to(anchors.dtype)
     return RpnTargets(
@@ -273,7 +251,6 @@ def rpn_targets(anchors: Tensor, gt_boxes: Tensor, cfg: Config, generator: torch
         match=m,
         sample=s,
         label=label,
-        reason=_final_reason(m, s),
         gt_index=gt_index,
         box_targets=box_targets,
         fate=_sample_fates(m, s),
@@ -298,21 +275,17 @@ class RoiTargets(Filtered):
     match: Matches  # per row: best GT, IoU, verdict (no low-quality rule here)
     sample: Sampled  # drawn positives and negatives
     class_label: Tensor  # (R,) int64 matching verdict as a class: GT class, 0 background, -1 ignored
-    reason: Tensor  # (R,) int64 final reason code (match reason or NOT_SAMPLED)
+    gt_index: Tensor  # (R,) int64 GT each positive row regresses to; -1 for every other row (torchvision: 0)
     sampled_index: Tensor  # (S,) int64 rows of ``boxes`` fed to the head, increasing (torchvision's order)
     sampled_boxes: Tensor  # (S, 4)
     sampled_labels: Tensor  # (S,) int64 class target, 0 = background
-    sampled_gt: Tensor  # (S,) int64 matched GT (0 for background rows, as torchvision's clamp)
     box_targets: Tensor  # (S, 4) encoded deltas proposal -> its GT (positives; 0 for background)
     fate: Tensor  # (R,) int8 kept (sampled), ignored or not_sampled
 
-    @property
-    def reason_names(self) -> tuple[str, ...]:
-        return self.match.reason_names
-
     def counts(self) -> dict[str, int]:
-        """Rows per final reason, plus the drawn positives and negatives."""
-        return _sampled_counts(self.reason, self.reason_names, self.sample)
+        """Rows per matching verdict (``Matches.counts``), then ``not_sampled`` and the drawn
+        positives and negatives."""
+        return _sampled_counts(self.match, self.fate, self.sample)
 
 
 def roi_targets(
@@ -342,20 +315,19 @@ def roi_targets(
         (torch.arange(num_p, device=boxes.device), torch.full((num_g,), -1, dtype=torch.int64, device=boxes.device))
     )
     m = match(iou(gt_boxes, boxes), cfg.box_fg_iou_thresh, cfg.box_bg_iou_thresh, allow_low_quality=False)
-    gt_for_row = m.matched.clamp(min=0)  # torchvision clamps: background rows point at GT 0
+    gt_index = torch.where(m.label == 1, m.gt_index, -1)
     if num_g > 0:
-        class_label = gt_labels.to(torch.int64)[gt_for_row]
+        class_label = gt_labels.to(torch.int64)[gt_index.clamp(min=0)]  # torchvision clamps: rows of GT 0
         class_label = torch.where(m.label == 1, class_label, m.label)  # 0 background, -1 ignored
     else:
         class_label = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
     s = sample(class_label, cfg.box_batch_size_per_image, cfg.box_positive_fraction, generator)
     idx = s.index
     sampled_labels = class_label[idx]
-    sampled_gt = gt_for_row[idx]
     box_targets = torch.zeros((idx.numel(), 4), dtype=boxes.dtype, device=boxes.device)
     pos = sampled_labels > 0
     if pos.any():
-        box_targets[pos] = encode(gt_boxes[sampled_gt[pos]], boxes[idx][pos], cfg.bbox_reg_weights)
+        box_targets[pos] = encode(gt_boxes[gt_index[idx][pos]], boxes[idx][pos], cfg.bbox_reg_weights)
     return RoiTargets(
         boxes=boxes,
         proposal_index=proposal_index,
@@ -364,11 +336,10 @@ def roi_targets(
         match=m,
         sample=s,
         class_label=class_label,
-        reason=_final_reason(m, s),
+        gt_index=gt_index,
         sampled_index=idx,
         sampled_boxes=boxes[idx],
         sampled_labels=sampled_labels,
-        sampled_gt=sampled_gt,
         box_targets=box_targets,
         fate=_sample_fates(m, s),
     )
@@ -407,7 +378,7 @@ def mask_targets(roi: RoiTargets, gt_masks: Tensor, size: int = 28) -> MaskTarge
     """
     pos = torch.where(roi.sampled_labels > 0)[0]
     boxes = roi.sampled_boxes[pos]
-    gt_index = roi.sampled_gt[pos]
+    gt_index = roi.gt_index[roi.sampled_index[pos]]
     if pos.numel() == 0:
         masks = torch.zeros((0, size, size), dtype=boxes.dtype, device=boxes.device)
     else:

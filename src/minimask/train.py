@@ -177,9 +177,7 @@ def train(
     """Train and return the path of ``model.safetensors``. See the module docstring."""
     from torch.nn.parallel import DistributedDataParallel
 
-    from minimask.data import CocoDataset
     from minimask.model import MaskRCNN
-    from minimask.weights import save_weights
 
     if device == "cuda":
         os.environ["MINIMASK_DEVICE"] = "cuda"
@@ -187,33 +185,11 @@ def train(
     if device == "cuda" and world > 1:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     out = Path(out)
-    checkpoint = out / "checkpoint.pt"
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume and (out / "loss_log.jsonl").exists():
-            raise FileExistsError(f"{out} already holds a run (loss_log.jsonl); pass --resume to continue it "
-                                  "or choose another --out")  # fmt: skip
-        _ensure_train_split(Path(train_dir), n_train, TRAIN_SEED)
-    if world > 1:
-        dist.barrier()
-    dataset = CocoDataset(Path(train_dir) / "annotations.json", Path(train_dir) / "images")
-
+    dataset = _open_run(out, Path(train_dir), n_train, resume, rank, world)
     torch.manual_seed(settings.seed)
     model = MaskRCNN(cfg).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    start = 0
-    if resume:
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["iteration"])
-        if rank == 0:  # forget log lines written after the checkpoint: they will be run again
-            _truncate_log(out / "loss_log.jsonl", start)
-        torch.set_rng_state(state["rng"][rank] if world > 1 else state["rng"][0])
-    else:
-        torch.manual_seed(settings.seed * 31 + rank)  # the model's own samplers draw from here
+    start = _restore(out, model, optimizer, settings, resume, rank, world)
     net = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     if rank == 0:
         (out / "settings.json").write_text(json.dumps({"config": cfg.to_dict(), "settings": settings.__dict__,
@@ -228,43 +204,91 @@ def train(
     torch.set_flush_denormal(True)
     try:
         for it in bar:
-            lr = learning_rate(it, settings)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images, targets = load_batch(dataset, batch_indices(it, settings, len(dataset), rank, world), it,
-                                         settings, rank)  # fmt: skip
-            images = [im.to(device) for im in images]
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            losses = net(images, targets)
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                raise FloatingPointError(
-                    f"iteration {it}: loss is {total.item()} ({ {k: v.item() for k, v in losses.items()} })"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            values = {k: float(v.detach()) for k, v in losses.items()}
+            lr, total, values = _step(net, model, optimizer, dataset, it, settings, device, rank, world)
             running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in values.items()}
             if rank == 0:
                 bar.set_postfix(loss=f"{sum(running.values()):.3f}", mask=f"{running.get('loss_mask', 0):.3f}")
-                log.write(json.dumps({"iteration": it, "lr": lr, "loss": float(total.detach()), **values,
+                log.write(json.dumps({"iteration": it, "lr": lr, "loss": total, **values,
                                       "seconds": round(time.perf_counter() - t0, 2)}) + "\n")  # fmt: skip
             if (it + 1) % settings.checkpoint_every == 0 or it + 1 == settings.iterations:
-                _save_checkpoint(checkpoint, model, optimizer, it + 1, rank, world)
+                _save_checkpoint(out / "checkpoint.pt", model, optimizer, it + 1, rank, world)
                 if log:
                     log.flush()
     finally:
         torch.set_flush_denormal(False)
         if log:
             log.close()
+    return _finish(model, out, settings, time.perf_counter() - t0, device, len(dataset), rank, world)
+
+
+def _open_run(out: Path, train_dir: Path, n_train: int | None, resume: bool, rank: int, world: int):
+    """The train split's ``CocoDataset``; first (rank 0) ``out`` made, a finished run there refused
+    unless ``resume``, and the train split generated if missing."""
+    from minimask.data import CocoDataset
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume and (out / "loss_log.jsonl").exists():
+            raise FileExistsError(f"{out} already holds a run (loss_log.jsonl); pass --resume to continue it "
+                                  "or choose another --out")  # fmt: skip
+        _ensure_train_split(train_dir, n_train, TRAIN_SEED)
+    if world > 1:
+        dist.barrier()
+    return CocoDataset(train_dir / "annotations.json", train_dir / "images")
+
+
+def _restore(out: Path, model, optimizer, settings: TrainSettings, resume: bool, rank: int, world: int) -> int:
+    """The first iteration to run: with ``resume``, the checkpoint's, its weights, optimizer and
+    random state restored (and the log cut there); else 0, the model's samplers seeded."""
+    checkpoint = out / "checkpoint.pt"
+    if not resume:
+        torch.manual_seed(settings.seed * 31 + rank)  # the model's own samplers draw from here
+        return 0
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    start = int(state["iteration"])
+    if rank == 0:  # forget log lines written after the checkpoint: they will be run again
+        _truncate_log(out / "loss_log.jsonl", start)
+    torch.set_rng_state(state["rng"][rank] if world > 1 else state["rng"][0])
+    return start
+
+
+def _step(net, model, optimizer, dataset, it: int, settings: TrainSettings, device: str, rank: int, world: int):
+    """One iteration: its learning rate, batch, losses, clipped gradient step. Returns the
+    learning rate, the total loss and each loss (floats)."""
+    lr = learning_rate(it, settings)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    images, targets = load_batch(dataset, batch_indices(it, settings, len(dataset), rank, world), it, settings, rank)
+    images = [im.to(device) for im in images]
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+    losses = net(images, targets)
+    total = sum(losses.values())
+    if not torch.isfinite(total):
+        raise FloatingPointError(
+            f"iteration {it}: loss is {total.item()} ({ {k: v.item() for k, v in losses.items()} })"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+    optimizer.step()
+    return lr, float(total.detach()), {k: float(v.detach()) for k, v in losses.items()}
+
+
+def _finish(model, out: Path, settings: TrainSettings, seconds: float, device: str, images: int, rank: int,
+            world: int) -> Path:  # fmt: skip
+    """``model.safetensors`` written (rank 0) with how it was trained; the process group closed."""
+    from minimask.weights import save_weights
+
     path = out / "model.safetensors"
     if rank == 0:
-        minutes = (time.perf_counter() - t0) / 60
+        minutes = seconds / 60
         save_weights(model.eval(), path, training={"iterations": settings.iterations, "batch_size": settings.batch_size,
                                                    "world_size": world, "minutes": round(minutes, 2),
-                                                   "device": device, "images": len(dataset)})  # fmt: skip
+                                                   "device": device, "images": images})  # fmt: skip
         print(f"wrote {path} after {minutes:.1f} min", flush=True)
     if world > 1:
         dist.barrier()

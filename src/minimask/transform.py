@@ -122,57 +122,67 @@ def check_targets(images: Sequence[Tensor], targets: Any, cfg: Config) -> list[d
         raise TypeError(f"targets must be a list of dicts (one per image), got {type(targets).__name__}")
     if len(targets) != len(images):
         raise ValueError(f"got {len(targets)} targets for {len(images)} images")
-    out = []
-    for i, (image, t) in enumerate(zip(images, targets, strict=True)):
-        where = f"targets[{i}]"
-        if not isinstance(t, dict):
-            raise TypeError(f"{where} must be a dict, got {type(t).__name__}")
-        for key in ("boxes", "labels", "masks"):
-            if key not in t:
-                raise ValueError(f"{where} has no '{key}' (Mask R-CNN needs boxes, labels and masks)")
-            if not isinstance(t[key], Tensor):
-                raise TypeError(f"{where}['{key}'] must be a Tensor, got {type(t[key]).__name__}")
-        boxes, labels, masks = t["boxes"], t["labels"], t["masks"]
-        if boxes.dim() != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"{where}['boxes'] must have shape [B, 4], got {list(boxes.shape)}")
-        if not boxes.is_floating_point():
-            raise TypeError(f"{where}['boxes'] must be a float tensor, got {boxes.dtype}")
-        b = boxes.shape[0]
-        bad = ~torch.isfinite(boxes).all(dim=1)
-        if bad.any():
-            j = int(torch.where(bad)[0][0])
-            raise ValueError(f"{where}['boxes'][{j}] = {boxes[j].tolist()} is not finite")
-        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-        if bad.any():
-            j = int(torch.where(bad)[0][0])
-            raise ValueError(
-                f"{where}['boxes'][{j}] = {boxes[j].tolist()} is degenerate: boxes are (x1, y1, x2, y2) "
-                "with x2 > x1 and y2 > y1"
-            )
-        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-            raise TypeError(f"{where}['labels'] must be an integer tensor, got {labels.dtype}")
-        if labels.shape != (b,):
-            raise ValueError(f"{where}['labels'] must have shape [{b}] (one per box), got {list(labels.shape)}")
-        bad = (labels < 1) | (labels >= cfg.num_classes)
-        if bad.any():
-            j = int(torch.where(bad)[0][0])
-            raise ValueError(
-                f"{where}['labels'][{j}] = {int(labels[j])} is out of range: must be in 1..{cfg.num_classes - 1} "
-                f"(0 is background; cfg.num_classes = {cfg.num_classes} includes it)"
-            )
-        h, w = image.shape[-2:]
-        if masks.shape != (b, h, w):
-            raise ValueError(
-                f"{where}['masks'] must have shape [{b}, {h}, {w}] (one mask per box, image size), "
-                f"got {list(masks.shape)}"
-            )
-        if "iscrowd" in t and (not isinstance(t["iscrowd"], Tensor) or t["iscrowd"].shape != (b,)):
-            raise ValueError(f"{where}['iscrowd'] must be a Tensor of shape [{b}]")
-        device = image.device
-        checked = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in t.items()}
-        checked["labels"] = labels.to(device=device, dtype=torch.int64)
-        out.append(checked)
-    return out
+    pairs = enumerate(zip(images, targets, strict=True))
+    return [_check_target(image, t, f"targets[{i}]", cfg) for i, (image, t) in pairs]
+
+
+def _check_target(image: Tensor, t: Any, where: str, cfg: Config) -> dict[str, Tensor]:
+    """One image's target checked (``check_targets``); a copy on the image's device, int64 labels."""
+    if not isinstance(t, dict):
+        raise TypeError(f"{where} must be a dict, got {type(t).__name__}")
+    for key in ("boxes", "labels", "masks"):
+        if key not in t:
+            raise ValueError(f"{where} has no '{key}' (Mask R-CNN needs boxes, labels and masks)")
+        if not isinstance(t[key], Tensor):
+            raise TypeError(f"{where}['{key}'] must be a Tensor, got {type(t[key]).__name__}")
+    _check_boxes(t["boxes"], where)
+    b = t["boxes"].shape[0]
+    _check_labels(t["labels"], b, where, cfg)
+    h, w = image.shape[-2:]
+    if t["masks"].shape != (b, h, w):
+        raise ValueError(
+            f"{where}['masks'] must have shape [{b}, {h}, {w}] (one mask per box, image size), "
+            f"got {list(t['masks'].shape)}"
+        )
+    if "iscrowd" in t and (not isinstance(t["iscrowd"], Tensor) or t["iscrowd"].shape != (b,)):
+        raise ValueError(f"{where}['iscrowd'] must be a Tensor of shape [{b}]")
+    checked = {k: (v.to(image.device) if isinstance(v, Tensor) else v) for k, v in t.items()}
+    checked["labels"] = t["labels"].to(device=image.device, dtype=torch.int64)
+    return checked
+
+
+def _check_boxes(boxes: Tensor, where: str) -> None:
+    """``Tensor[B, 4]`` float, finite, x2 > x1 and y2 > y1, or an error naming the first bad box."""
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{where}['boxes'] must have shape [B, 4], got {list(boxes.shape)}")
+    if not boxes.is_floating_point():
+        raise TypeError(f"{where}['boxes'] must be a float tensor, got {boxes.dtype}")
+    bad = ~torch.isfinite(boxes).all(dim=1)
+    if bad.any():
+        j = int(torch.where(bad)[0][0])
+        raise ValueError(f"{where}['boxes'][{j}] = {boxes[j].tolist()} is not finite")
+    bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if bad.any():
+        j = int(torch.where(bad)[0][0])
+        raise ValueError(
+            f"{where}['boxes'][{j}] = {boxes[j].tolist()} is degenerate: boxes are (x1, y1, x2, y2) "
+            "with x2 > x1 and y2 > y1"
+        )
+
+
+def _check_labels(labels: Tensor, b: int, where: str, cfg: Config) -> None:
+    """``Tensor[b]`` of integers in 1..num_classes-1, or an error naming the first bad label."""
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"{where}['labels'] must be an integer tensor, got {labels.dtype}")
+    if labels.shape != (b,):
+        raise ValueError(f"{where}['labels'] must have shape [{b}] (one per box), got {list(labels.shape)}")
+    bad = (labels < 1) | (labels >= cfg.num_classes)
+    if bad.any():
+        j = int(torch.where(bad)[0][0])
+        raise ValueError(
+            f"{where}['labels'][{j}] = {int(labels[j])} is out of range: must be in 1..{cfg.num_classes - 1} "
+            f"(0 is background; cfg.num_classes = {cfg.num_classes} includes it)"
+        )
 
 
 def resized_size(size: tuple[int, int], cfg: Config) -> tuple[tuple[int, int], float]:

@@ -71,6 +71,8 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noqa: E402
 
+from minimask.viz._draw import LEVEL_NAMES, box_tag, class_name, draw_box, draw_boxes, level_name  # noqa: E402, F401
+
 # Okabe & Ito (2008), "Color Universal Design": eight colours distinguishable by most readers.
 OKABE_ITO = (
     "#E69F00",  # orange
@@ -82,8 +84,14 @@ OKABE_ITO = (
     "#CC79A7",  # reddish purple
     "#000000",  # black
 )
-CLASS_COLORS = OKABE_ITO[:7]  # label 1 -> OKABE_ITO[0], ...; black is kept for ground truth
-LEVEL_COLORS = ("#0072B2", "#009E73", "#E69F00", "#D55E00", "#CC79A7")  # P2..P6
+# The class palette: label 1 -> OKABE_ITO[0], ..., label 7 -> OKABE_ITO[0] again. Every figure
+# that colours by class takes its colour from here (``class_color``), never from the object
+# itself (the data set paints its objects at random). The classes leave two colours free for
+# marks that mean something else: black (ground truth, thresholds) and NOT_A_CLASS; greys and
+# line styles tell the other such marks apart (dropped, negative, sampled, ...).
+CLASS_COLORS = OKABE_ITO[:6]
+NOT_A_CLASS = OKABE_ITO[6]  # reddish purple: overlaps, windows, a second curve; never a class
+LEVEL_COLORS = (OKABE_ITO[4], OKABE_ITO[2], OKABE_ITO[0], OKABE_ITO[5], OKABE_ITO[6])  # P2..P6
 DROPPED_STYLE = {"color": "0.55", "linestyle": ":", "linewidth": 0.8}
 GT_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
 
@@ -225,7 +233,6 @@ def ground_truth(
     boxes = target["boxes"].detach().cpu().reshape(-1, 4).tolist()
     labels = target["labels"].detach().cpu().tolist()
     crowd = target.get("iscrowd", torch.zeros(len(labels), dtype=torch.int64)).detach().cpu().tolist()
-    class_list = list(class_names) if class_names is not None else None
     if masks and "masks" in target and len(target["masks"]):
         overlay = np.zeros((height, width, 4))
         for mask, label, is_crowd in zip(target["masks"].detach().cpu().numpy(), labels, crowd, strict=True):
@@ -234,10 +241,10 @@ def ground_truth(
             ax.contour(mask, levels=[0.5], colors=[rgb], linewidths=1.0)
         ax.imshow(overlay, interpolation="nearest")
     for (x1, y1, x2, y2), label, is_crowd in zip(boxes, labels, crowd, strict=True):
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **GT_STYLE))
+        draw_box(ax, (x1, y1, x2, y2), **GT_STYLE)
         if not names:
             continue
-        name = class_list[label] if class_list is not None and label < len(class_list) else str(label)
+        name = class_name(label, class_names)
         inside = y1 < 0.06 * height  # a label above a box at the top edge would hit the title
         ax.text(
             x1 + (1 if inside else 0),
@@ -282,7 +289,7 @@ def object_sizes(
             bins=edges,
             stacked=True,
             color=[class_color(k) for k in present],
-            label=[class_names[k] if class_names is not None else str(k) for k in present],
+            label=[class_name(k, class_names) for k in present],
         )
         ax.legend(frameon=False)
     for limit in COCO_SIZE_BINS:
@@ -343,7 +350,6 @@ def detections(
     height, width = picture.shape[:2]
     fig, ax = _figure_and_axes(ax, (5.0 * width / max(height, width) + 0.4, 5.0 * height / max(height, width)))
     ax.imshow(picture, interpolation="nearest")
-    names = list(class_names) if class_names is not None else None
     masks = output["masks"].detach().cpu()[:, 0].numpy() if len(output["masks"]) else []
     overlay = np.zeros((height, width, 4))
     for mask, label in zip(masks, output["labels"].tolist(), strict=False):
@@ -353,16 +359,13 @@ def detections(
             ax.contour(mask, levels=[mask_threshold], colors=[rgb], linewidths=1.0)
     ax.imshow(overlay, interpolation="nearest")
     if target is not None:
-        for x1, y1, x2, y2 in target["boxes"].tolist():
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **GT_STYLE))
-    for (x1, y1, x2, y2), label, score in zip(
+        draw_boxes(ax, target["boxes"], **GT_STYLE)
+    for box, label, score in zip(
         output["boxes"].tolist(), output["labels"].tolist(), output["scores"].tolist(), strict=True
     ):
         colour = class_color(label)
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=2))
-        name = names[label] if names is not None and label < len(names) else str(label)
-        ax.text(x1, y1 - 1, f"{name} {score:.2f}", color="white", va="bottom",
-                bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
+        draw_box(ax, box, edgecolor=colour, linewidth=2)
+        box_tag(ax, box, f"{class_name(label, class_names)} {score:.2f}", colour)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])

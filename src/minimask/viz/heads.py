@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
 
 from minimask.viz import (
     DROPPED_STYLE,
@@ -29,8 +28,7 @@ from minimask.viz import (
     class_color,
     level_color,
 )
-
-LEVEL_NAMES = ("P2", "P3", "P4", "P5", "P6")
+from minimask.viz._draw import box_tag, class_name, draw_box, draw_boxes, level_name
 
 
 def resized_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -39,31 +37,12 @@ def resized_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return out[0].clamp(0.0, 1.0)
 
 
-def _name(label: int, class_names: Sequence[str] | None) -> str:
-    if class_names is not None and 0 <= label < len(class_names):
-        return str(class_names[label])
-    return str(label)
-
-
 def _show(ax: plt.Axes, image) -> tuple[int, int]:
     picture = _image_array(image)
     ax.imshow(picture, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     return picture.shape[:2]
-
-
-def _box(ax: plt.Axes, box, **style) -> Rectangle:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    patch = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style)
-    ax.add_patch(patch)
-    return patch
-
-
-def _tag(ax: plt.Axes, box, text: str, colour: str) -> None:
-    x1, y1 = float(box[0]), float(box[1])
-    ax.text(x1, y1 - 1, text, color="white", va="bottom",
-            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
 
 
 # --- chapter 5: classification ------------------------------------------------------------------
@@ -101,7 +80,7 @@ def level_assignment(
         for k in sorted(set(fl.tolist())):
             sel = fl == k
             left.scatter(fs[sel], fl[sel] + k_min, s=14, color=level_color(k), zorder=3,
-                         label=f"{sel.sum()} on {LEVEL_NAMES[k]}", edgecolor="white", linewidth=0.3)  # fmt: skip
+                         label=f"{sel.sum()} on {level_name(k)}", edgecolor="white", linewidth=0.3)  # fmt: skip
     for j in range(k_min + 1, k_max + 1):
         edge = canonical_scale * 2.0 ** (j - canonical_level)
         left.axvline(edge, color="0.8", linewidth=0.8)
@@ -120,7 +99,7 @@ def level_assignment(
         bins=edges,
         stacked=True,
         color=[level_color(k) for k in present],
-        label=[f"{LEVEL_NAMES[k]}: {(levels == k).sum()}" for k in present],
+        label=[f"{level_name(k)}: {(levels == k).sum()}" for k in present],
     )
     right.set_xscale("log")
     right.set_xlabel("box side sqrt(area), px")
@@ -177,7 +156,7 @@ def roi_align_grid(
     for ax, (name, ratio, aligned) in zip(axes[0], settings, strict=True):
         ax.imshow(fmap, cmap="Greys", interpolation="nearest", alpha=0.6)
         x_edges, y_edges, points = sample_points(box, scale, output_size, ratio, aligned)
-        ax.add_patch(Rectangle((bx[0], bx[1]), bx[2] - bx[0], bx[3] - bx[1], fill=False, **GT_STYLE))
+        draw_box(ax, bx, **GT_STYLE)
         for x in x_edges:
             ax.plot([x, x], [y_edges[0], y_edges[-1]], color=OKABE_ITO[4], linewidth=0.7)
         for y in y_edges:
@@ -214,7 +193,7 @@ def class_distribution(
     logits = torch.as_tensor(logits).detach().cpu().numpy()
     probs = torch.as_tensor(probs).detach().cpu().numpy()
     n_classes = logits.shape[1]
-    names = [_name(k, class_names) for k in range(n_classes)]
+    names = [class_name(k, class_names) for k in range(n_classes)]
     colours = ["0.55"] + [class_color(k) for k in range(1, n_classes)]
     names = ["background" if n.startswith("__") else n for n in names]  # "__background__"
     fig, axes = plt.subplots(len(rows), 2, figsize=(FIG_WIDTH, 2.0 * len(rows) + 1.0), squeeze=False)
@@ -258,24 +237,23 @@ def refinement(
     fig, ax = _figure_and_axes(ax, (4.6, 4.6))
     height, width = _show(ax, image)
     p = [float(v) for v in proposal_box]
-    _box(ax, p, color="black", linestyle=":", linewidth=1.5)
+    draw_box(ax, p, color="black", linestyle=":", linewidth=1.5)
     handles = [Line2D([], [], color="black", linestyle=":", linewidth=1.5, label="proposal")]
     xs, ys = [p[0], p[2]], [p[1], p[3]]
     for label, box in refined.items():
         b = [float(v) for v in box]
         colour = class_color(int(label))
-        _box(ax, b, color=colour, linewidth=2)
+        draw_box(ax, b, color=colour, linewidth=2)
         for cx, cy in ((0, 1), (2, 1), (0, 3), (2, 3)):
             ax.plot([p[cx], b[cx]], [p[cy], b[cy]], color=colour, linewidth=0.8)
         extra = f", p = {probs[label]:.3f}" if probs is not None else ""
         handles.append(
-            Line2D([], [], color=colour, linewidth=2, label=f"refined as {_name(int(label), class_names)}{extra}")
+            Line2D([], [], color=colour, linewidth=2, label=f"refined as {class_name(int(label), class_names)}{extra}")
         )
         xs += [b[0], b[2]]
         ys += [b[1], b[3]]
     if gt_boxes is not None:
-        for g in torch.as_tensor(gt_boxes).reshape(-1, 4).tolist():
-            _box(ax, g, **GT_STYLE)
+        draw_boxes(ax, gt_boxes, **GT_STYLE)
         handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
     ax.set_xlim(max(min(xs) - margin, -0.5), min(max(xs) + margin, width - 0.5))
     ax.set_ylim(min(max(ys) + margin, height - 0.5), max(min(ys) - margin, -0.5))
@@ -313,18 +291,15 @@ def roi_sampling(
     rest = torch.where(~(positive | negative))[0]
     if iou is not None and len(rest):
         rest = rest[torch.argsort(torch.as_tensor(iou).cpu()[rest], descending=True, stable=True)]
-    for r in rest[:max_unsampled].tolist():
-        _box(ax, boxes[r], **DROPPED_STYLE)
-    for r in torch.where(negative)[0].tolist():
-        _box(ax, boxes[r], color="0.25", linewidth=0.6)
+    draw_boxes(ax, boxes[rest[:max_unsampled]], **DROPPED_STYLE)
+    draw_boxes(ax, boxes[negative], color="0.25", linewidth=0.6)
     for r in torch.where(positive)[0].tolist():
-        _box(ax, boxes[r], color=class_color(int(labels[r])), linewidth=1.5)
-    if gt_boxes is not None:
-        for g in torch.as_tensor(gt_boxes).reshape(-1, 4).tolist():
-            _box(ax, g, **GT_STYLE)
+        draw_box(ax, boxes[r], color=class_color(int(labels[r])), linewidth=1.5)
+    draw_boxes(ax, gt_boxes, **GT_STYLE)
     present = sorted({int(labels[r]) for r in torch.where(positive)[0].tolist()})
     handles = [
-        Line2D([], [], color=class_color(k), linewidth=1.5, label=f"positive: {_name(k, class_names)}") for k in present
+        Line2D([], [], color=class_color(k), linewidth=1.5, label=f"positive: {class_name(k, class_names)}")
+        for k in present
     ]
     handles += [
         Line2D([], [], color="0.25", linewidth=0.6, label=f"negative (background): {int(negative.sum())}"),
@@ -341,6 +316,8 @@ def roi_sampling(
 
 # --- chapter 6: the shortlist --------------------------------------------------------------------
 
+# Bars of counts are grey, not a class colour: these figures sit beside class-coloured boxes.
+STAGE_GREYS = ("0.3", "0.6")  # what enters the stage; what is left after its steps
 FATE_LABELS = {"nms": "removed by NMS", "cap": "past the cap", "small_box": "too small"}
 FATE_STYLES = {
     "nms": {"color": "0.45", "linestyle": ":", "linewidth": 1.0},
@@ -372,45 +349,49 @@ def detections_panel(
     detections and ground truth plus this margin (pixels).
     """
     fig, ax = _figure_and_axes(ax, (4.6, 4.8))
-    height, width = _show(ax, image)
+    size = _show(ax, image)
     handles = []
     for reason, rows in (dropped or {}).items():
         rows = torch.as_tensor(rows).reshape(-1, 4)
         style = FATE_STYLES.get(reason, DROPPED_STYLE)
-        for b in rows.tolist():
-            _box(ax, b, **style)
+        draw_boxes(ax, rows, **style)
         handles.append(Line2D([], [], **style, label=f"{FATE_LABELS.get(reason, reason)}: {len(rows)}"))
     if gt_boxes is not None:
-        for g in torch.as_tensor(gt_boxes).reshape(-1, 4).tolist():
-            _box(ax, g, **GT_STYLE)
+        draw_boxes(ax, gt_boxes, **GT_STYLE)
         handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
     boxes = torch.as_tensor(boxes).detach().reshape(-1, 4)
     labels = torch.as_tensor(labels).reshape(-1).tolist()
     scores = torch.as_tensor(scores).detach().reshape(-1).tolist()
     for rank in reversed(range(len(labels))):
         colour = class_color(int(labels[rank]))
-        _box(ax, boxes[rank], color=colour, linewidth=2)
-        text = f"{rank}" if numbers else f"{_name(int(labels[rank]), class_names)} {scores[rank]:.2f}"
+        draw_box(ax, boxes[rank], color=colour, linewidth=2)
+        text = f"{rank}" if numbers else f"{class_name(int(labels[rank]), class_names)} {scores[rank]:.2f}"
         if tags:
-            _tag(ax, boxes[rank], text, colour)
+            box_tag(ax, boxes[rank], text, colour)
     for k in sorted(set(int(v) for v in labels)):
         handles.insert(0, Line2D([], [], color=class_color(k), linewidth=2,
-                                 label=f"kept {_name(k, class_names)}: {labels.count(k)}"))  # fmt: skip
+                                 label=f"kept {class_name(k, class_names)}: {labels.count(k)}"))  # fmt: skip
     if handles:
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=legend_columns, frameon=False)
     if zoom is not None and len(boxes):
         every = boxes if gt_boxes is None else torch.cat([boxes, torch.as_tensor(gt_boxes).reshape(-1, 4)])
-        lo = (every[:, :2].min(0).values - zoom).tolist()
-        hi = (every[:, 2:].max(0).values + zoom).tolist()
-        side = max(hi[0] - lo[0], hi[1] - lo[1])  # square view
-        cx, cy = (lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2
-        x0 = min(max(cx - side / 2, -0.5), max(width - 0.5 - side, -0.5))
-        y0 = min(max(cy - side / 2, -0.5), max(height - 0.5 - side, -0.5))
-        ax.set_xlim(x0, min(x0 + side, width - 0.5))
-        ax.set_ylim(min(y0 + side, height - 0.5), y0)
+        _square_view(ax, every, zoom, size)
     ax.set_title(title or f"{len(labels)} detections")
     fig.tight_layout()
     return fig
+
+
+def _square_view(ax: plt.Axes, boxes: torch.Tensor, margin: float, size: tuple[int, int]) -> None:
+    """Limit ``ax`` to a square around ``boxes`` (N, 4) plus ``margin`` pixels, inside the (h, w) image."""
+    height, width = size
+    lo = (boxes[:, :2].min(0).values - margin).tolist()
+    hi = (boxes[:, 2:].max(0).values + margin).tolist()
+    side = max(hi[0] - lo[0], hi[1] - lo[1])
+    cx, cy = (lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2
+    x0 = min(max(cx - side / 2, -0.5), max(width - 0.5 - side, -0.5))
+    y0 = min(max(cy - side / 2, -0.5), max(height - 0.5 - side, -0.5))
+    ax.set_xlim(x0, min(x0 + side, width - 0.5))
+    ax.set_ylim(min(y0 + side, height - 0.5), y0)
 
 
 def funnel(counts: Mapping[str, int], ax: plt.Axes | None = None, title: str | None = None) -> Figure:
@@ -419,7 +400,7 @@ def funnel(counts: Mapping[str, int], ax: plt.Axes | None = None, title: str | N
     names = list(counts)
     values = [counts[n] for n in names]
     y = np.arange(len(names))[::-1]
-    ax.barh(y, values, color=[OKABE_ITO[4]] + [OKABE_ITO[2]] * (len(names) - 1))
+    ax.barh(y, values, color=[STAGE_GREYS[0]] + [STAGE_GREYS[1]] * (len(names) - 1))
     for yy, v in zip(y, values, strict=True):
         ax.text(v, yy, f" {v}", va="center")
     ax.set_yticks(y, [n.replace("_", " ") if i == 0 else f"after {n.replace('_', ' ')}" for i, n in enumerate(names)])
@@ -439,7 +420,7 @@ def recall_ledger(
     names = list(steps)
     values = [float(steps[n]) for n in names]
     x = np.arange(len(names))
-    ax.bar(x, values, color=[OKABE_ITO[4] if i < 2 else OKABE_ITO[2] for i in range(len(names))])
+    ax.bar(x, values, color=[STAGE_GREYS[0] if i < 2 else STAGE_GREYS[1] for i in range(len(names))])
     for xx, v in zip(x, values, strict=True):
         ax.text(xx, v + 0.01, f"{v:.3f}", ha="center", va="bottom")
     ax.set_xticks(x, [n.replace("_", " ") for n in names], rotation=25, ha="right")

@@ -16,15 +16,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.patches import Patch
 
-from minimask.viz import GT_STYLE, OKABE_ITO, _figure_and_axes, _image_array, class_color
+from minimask.viz import GT_STYLE, NOT_A_CLASS, OKABE_ITO, _figure_and_axes, _image_array, class_color
+from minimask.viz._draw import class_name, draw_box
 
 # The book's column: a figure at most WIDTH inches wide at 100 dpi is shown at its drawn size
 # (tools/sitecheck.py fails wider ones); text no smaller than SMALL points.
 WIDTH = 6.4
 SMALL = 10
+WINDOW_GREY = "0.7"  # torchvision's integer paste window: light, to show on the black of an empty mask
 
 __all__ = [
     "class_channels",
@@ -45,20 +48,11 @@ def _np(x) -> np.ndarray:
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
 
-def _box(ax, box, **style) -> None:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style))
-
-
 def _clean(ax, title: str | None = None, size: float = SMALL) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=size)
-
-
-def _name(label: int, class_names) -> str:
-    return class_names[label] if class_names is not None and label < len(class_names) else str(label)
 
 
 def class_channels(
@@ -90,13 +84,13 @@ def class_channels(
         ax = axes[c]
         ax.imshow(probs[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         chosen = c == label
-        name = "background" if c == 0 else _name(c, class_names)
+        name = "background" if c == 0 else class_name(c, class_names)
         _clean(ax, f"{c}: {name}" + ("\n← the label" if chosen else "\n(unused)"))
         for side in ax.spines.values():
             side.set_linewidth(4 if chosen else 0.5)
             side.set_edgecolor(class_color(c) if chosen else "0.6")
     fig.suptitle(
-        f"{k1} masks predicted; the label ({_name(label, class_names)}) picks one",
+        f"{k1} masks predicted; the label ({class_name(label, class_names)}) picks one",
         fontsize=SMALL + 1,
     )
     fig.tight_layout()
@@ -136,7 +130,7 @@ def paste_rules(
     x1, y1, x2, y2 = (float(v) for v in box)
     side = int(probs.shape[-1])
     axes[0].imshow(_np(probs), cmap="gray", vmin=0, vmax=1, extent=(x1, x2, y2, y1), interpolation="nearest")
-    _box(axes[0], box, edgecolor=colour, linewidth=2)
+    draw_box(axes[0], box, edgecolor=colour, linewidth=2)
     for ax in axes:
         ax.set_xlim(np.floor(x1) - margin, np.ceil(x2) + margin)
         ax.set_ylim(np.ceil(y2) + margin, np.floor(y1) - margin)
@@ -144,24 +138,24 @@ def paste_rules(
     for ax, (name, mask) in zip(axes[1:], pasted.items(), strict=True):
         mask = _np(mask)
         ax.imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        _box(ax, box, edgecolor=colour, linewidth=1.2)
+        draw_box(ax, box, edgecolor=colour, linewidth=1.2)
         if (mask >= threshold).any():
             ax.contour(mask, levels=[threshold], colors=[colour], linewidths=1.5)
         if gt_mask is not None:
             ax.contour(_np(gt_mask), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
         if name == "torchvision":
             enlarged, corners = _torchvision_window(box, side, padding)
-            _box(ax, enlarged, edgecolor=OKABE_ITO[1], linewidth=1.2, linestyle="--")
+            draw_box(ax, enlarged, edgecolor=NOT_A_CLASS, linewidth=1.2, linestyle="--")
             a, b, c, d = corners
-            _box(ax, (a - 0.5, b - 0.5, c + 0.5, d + 0.5), edgecolor=OKABE_ITO[3], linewidth=1.2, linestyle=":")
+            draw_box(ax, (a - 0.5, b - 0.5, c + 0.5, d + 0.5), edgecolor=WINDOW_GREY, linewidth=1.4, linestyle=":")
             title = f"torchvision:\n{int(c - a + 1)}×{int(d - b + 1)} px window"
         else:
             title = f"{name}:\neach pixel sampled"
         _clean(ax, title)
     handles = [
         Line2D([], [], color=colour, linewidth=2, label="box"),
-        Line2D([], [], color=OKABE_ITO[1], linestyle="--", label=f"box × {side + 2 * padding}/{side}"),
-        Line2D([], [], color=OKABE_ITO[3], linestyle=":", label="integer window (+1)"),
+        Line2D([], [], color=NOT_A_CLASS, linestyle="--", label=f"box × {side + 2 * padding}/{side}"),
+        Line2D([], [], color=WINDOW_GREY, linewidth=1.4, linestyle=":", label="integer window (+1)"),
         Line2D([], [], color=colour, linewidth=1.5, label=f"mask ≥ {threshold:g}"),
     ]
     if gt_mask is not None:
@@ -194,7 +188,7 @@ def threshold_sweep(
     best = x[int(np.argmax(median))]
     handles = [Line2D([], [], color="black", linewidth=2.2, label=f"median (best at {best:g})")]
     for k in sorted({int(v) for v in labels}):
-        handles.append(Line2D([], [], color=class_color(k), linewidth=1, label=_name(k, class_names)))
+        handles.append(Line2D([], [], color=class_color(k), linewidth=1, label=class_name(k, class_names)))
     ax.legend(handles=handles, fontsize=SMALL - 1, loc="lower center", frameon=False, ncol=2)
     ax.set_xlabel("mask threshold", fontsize=SMALL)
     ax.set_ylabel("mask IoU with its object", fontsize=SMALL)
@@ -272,7 +266,7 @@ def mask_grid(image, mask, box, label: int, gt_mask=None, threshold: float = 0.5
 
 def overlaps(image, masks, labels, ax: plt.Axes | None = None, class_names: Sequence[str] | None = None) -> Figure:
     """Chapter 7. Binary masks ``(D, H, W)`` outlined in their class colour; pixels claimed by
-    two or more detections filled red-purple, so the overlap a label map would have to resolve shows."""
+    two or more detections filled in ``NOT_A_CLASS`` (no class has it), so the overlap a label map would have to resolve shows."""
     picture = _image_array(image)
     binary = _np(masks) >= 0.5
     height, width = picture.shape[:2]
@@ -280,14 +274,14 @@ def overlaps(image, masks, labels, ax: plt.Axes | None = None, class_names: Sequ
     ax.imshow(picture * 0.55 + 0.45, interpolation="nearest")
     count = binary.sum(axis=0)
     overlay = np.zeros((height, width, 4))
-    overlay[count >= 2] = (*matplotlib.colors.to_rgb(OKABE_ITO[6]), 0.85)
+    overlay[count >= 2] = (*matplotlib.colors.to_rgb(NOT_A_CLASS), 0.85)
     ax.imshow(overlay, interpolation="nearest")
     for mask, label in zip(binary, [int(v) for v in labels], strict=True):
         if mask.any() and not mask.all():
             ax.contour(mask.astype(float), levels=[0.5], colors=[class_color(label)], linewidths=1.3)
-    handles = [Patch(color=OKABE_ITO[6], label=f"in ≥ 2 masks: {int((count >= 2).sum())} px")]
+    handles = [Patch(color=NOT_A_CLASS, label=f"in ≥ 2 masks: {int((count >= 2).sum())} px")]
     for k in sorted({int(v) for v in labels}):
-        handles.append(Line2D([], [], color=class_color(k), label=_name(k, class_names)))
+        handles.append(Line2D([], [], color=class_color(k), label=class_name(k, class_names)))
     ax.legend(handles=handles, fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
     _clean(ax, f"{len(binary)} masks, each predicted and pasted alone")
     return fig
@@ -302,10 +296,10 @@ def mask_target(image, gt_mask, roi, target, prediction=None, label: int = 1) ->
     x1, y1, x2, y2 = (float(v) for v in roi)
     axes[0].imshow(_image_array(image), interpolation="nearest")
     axes[0].contour(_np(gt_mask), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
-    _box(axes[0], roi, edgecolor=class_color(label), linewidth=2)
+    draw_box(axes[0], roi, edgecolor=class_color(label), linewidth=2)
     _clean(axes[0], "RoI, object")
     axes[1].imshow(_np(gt_mask), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    _box(axes[1], roi, edgecolor=class_color(label), linewidth=2)
+    draw_box(axes[1], roi, edgecolor=class_color(label), linewidth=2)
     pad = 0.3 * max(x2 - x1, y2 - y1)
     axes[1].set_xlim(x1 - pad, x2 + pad)
     axes[1].set_ylim(y2 + pad, y1 - pad)
@@ -340,20 +334,25 @@ def score_parts(parts, ax: plt.Axes | None = None, class_names: Sequence[str] | 
     ax.barh(rows, background, left=score + runner + rest, color="white", edgecolor="0.3", hatch="///", height=0.7)
     ax.scatter(_np(parts.objectness), rows, marker="x", color="black", s=28, zorder=3)
     ax.scatter(_np(parts.mask_quality), rows, marker="o", facecolor="none", edgecolor="black", s=28, zorder=3)
-    ax.set_yticks(rows, [f"{i}: {_name(k, class_names)}" for i, k in zip(rows, labels, strict=True)], fontsize=SMALL)
+    ax.set_yticks(
+        rows, [f"{i}: {class_name(k, class_names)}" for i, k in zip(rows, labels, strict=True)], fontsize=SMALL
+    )
     ax.invert_yaxis()
     ax.set_xlim(0, 1.0)
     ax.set_xlabel("probability (one softmax row each)", fontsize=SMALL)
     ax.tick_params(axis="x", labelsize=SMALL)
     handles = [
-        Patch(color=OKABE_ITO[2], label="score (class colour)"),
-        Patch(color="0.45", label="runner-up class"),
-        Patch(color="0.75", label="other classes"),
-        Patch(facecolor="white", edgecolor="0.3", hatch="///", label="background"),
-        Line2D([], [], marker="x", color="black", linestyle="", label="objectness (unused)"),
-        Line2D([], [], marker="o", markerfacecolor="none", color="black", linestyle="", label="mask quality (unused)"),
+        tuple(Patch(color=class_color(k)) for k in sorted(set(labels)) or [1]),
+        Patch(color="0.45"),
+        Patch(color="0.75"),
+        Patch(facecolor="white", edgecolor="0.3", hatch="///"),
+        Line2D([], [], marker="x", color="black", linestyle=""),
+        Line2D([], [], marker="o", markerfacecolor="none", color="black", linestyle=""),
     ]
-    fig.legend(handles=handles, fontsize=SMALL - 1, loc="lower center", ncol=2, frameon=False)
+    names = ["score (class colour)", "runner-up class", "other classes", "background", "objectness (unused)",
+             "mask quality (unused)"]  # fmt: skip
+    fig.legend(handles, names, fontsize=SMALL - 1, loc="lower center", ncol=2, frameon=False,
+               handler_map={tuple: HandlerTuple(ndivide=None, pad=0)})  # fmt: skip
     ax.set_title(f"{len(score)} detections: the score is one softmax column", fontsize=SMALL + 1)
     fig.tight_layout(rect=(0, 1.0 / (0.3 * len(score) + 2.6), 1, 1))
     return fig

@@ -8,9 +8,9 @@ Conventions of the book: before classification one colour per FPN level
 dashed. Pictures are ``Tensor[3, h, w]`` in [0, 1] at the size the boxes are in (the
 resized image for every record of these chapters).
 
-Two helpers compute what the figures draw and are tested like them:
-``funnel_per_level`` (how many anchors of each level survive each step of the longlist) and
-``coverage_ledger`` (how many ground-truth objects some surviving box still covers).
+What these figures count is computed next to the records it reads:
+``objectness.anchor_verdicts``, ``longlist.funnel_per_level``, ``longlist.coverage_ledger``
+and ``longlist.nms_groups``.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from matplotlib.patches import Patch, Rectangle
 from torch import Tensor
 
 from minimask import boxes as box_ops
-from minimask.fates import CODE
-from minimask.targets import LOW_QUALITY
-from minimask.viz import DROPPED_STYLE, FIG_WIDTH, GT_STYLE, _figure_and_axes, _image_array, level_color
+from minimask.longlist import nms_groups
+from minimask.objectness import anchor_verdicts
+from minimask.viz import DROPPED_STYLE, FIG_WIDTH, GT_STYLE, OKABE_ITO, _figure_and_axes, _image_array, level_color
+from minimask.viz._draw import draw_box, draw_boxes, level_name
 
-LEVEL_NAMES = ("P2", "P3", "P4", "P5", "P6")
 SMALL = 10.0  # points: titles and labels of small panels (the book's default is viz.FONT_SIZE)
 STEP_LABELS = {
     "input": "all anchors",
@@ -41,10 +41,6 @@ STEP_LABELS = {
     "nms": "NMS",
     "cap": "post-NMS top-k",
 }
-
-
-def _level_name(level: int) -> str:
-    return LEVEL_NAMES[level] if level < len(LEVEL_NAMES) else f"level {level}"
 
 
 def _picture(ax: plt.Axes, picture, grey: bool = False) -> tuple[int, int]:
@@ -59,20 +55,6 @@ def _picture(ax: plt.Axes, picture, grey: bool = False) -> tuple[int, int]:
     ax.set_xticks([])
     ax.set_yticks([])
     return h, w
-
-
-def _rect(ax: plt.Axes, box, **style) -> Rectangle:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    patch = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style)
-    ax.add_patch(patch)
-    return patch
-
-
-def _ground_truth(ax: plt.Axes, gt_boxes) -> None:
-    if gt_boxes is None:
-        return
-    for box in torch.as_tensor(gt_boxes).reshape(-1, 4).tolist():
-        _rect(ax, box, **GT_STYLE)
 
 
 def _axes_grid(rows: int, cols: int, figsize: tuple[float, float], axes=None):
@@ -152,7 +134,7 @@ def level_energy(features, picture, image_size: tuple[int, int], index: int = 0,
         ax.set_xticks([])
         ax.set_yticks([])
         mh, mw = fmap.shape[-2:]
-        ax.set_title(f'{_level_name(level)} ("{name}"): stride {sx}, {mh}×{mw}', fontsize=SMALL,
+        ax.set_title(f'{level_name(level)} ("{name}"): stride {sx}, {mh}×{mw}', fontsize=SMALL,
                      color=level_color(level))  # fmt: skip
     for ax in flat[len(names) + 1 :]:
         ax.axis("off")
@@ -178,7 +160,7 @@ def level_sizes(object_sides, anchor_sizes: Sequence[Sequence[float]], ax: plt.A
         inside = sides[(sides >= edges[level]) & (sides < edges[level + 1])]
         ax.axvspan(max(lo, bins[0]), hi, color=level_color(level), alpha=0.12)
         ax.hist(inside, bins=bins, color=level_color(level),
-                label=f"{_level_name(level)} (anchor {size:g} px): {len(inside)}")  # fmt: skip
+                label=f"{level_name(level)} (anchor {size:g} px): {len(inside)}")  # fmt: skip
         ax.axvline(size, color=level_color(level), linestyle="--", linewidth=1.0)
     ax.set_xscale("log")
     ax.set_xlim(bins[0], top)
@@ -218,17 +200,17 @@ def anchor_grid(obj, picture, axes=None) -> Figure:
         y, x = min(round(h / 2 / sy), gh - 1), min(round(w / 2 / sx), gw - 1)
         row = _cell_centre_row(obj, level, y, x)
         for a in range(obj.anchors_per_location):
-            _rect(ax, obj.anchors[row + a].tolist(), edgecolor=level_color(level), linewidth=1.6)
+            draw_box(ax, obj.anchors[row + a].tolist(), edgecolor=level_color(level), linewidth=1.6)
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
         n = obj.num_per_level[level]
-        ax.set_title(f"{_level_name(level)}: stride {sx}, {gh}×{gw}×{obj.anchors_per_location} = {n:,}",
+        ax.set_title(f"{level_name(level)}: stride {sx}, {gh}×{gw}×{obj.anchors_per_location} = {n:,}",
                      fontsize=SMALL, color=level_color(level))  # fmt: skip
     bar = flat[levels] if levels < len(flat) else None
     if bar is not None:
         counts = obj.num_per_level
         bar.bar(range(levels), counts, color=[level_color(lv) for lv in range(levels)])
-        bar.set_xticks(range(levels), [_level_name(lv) for lv in range(levels)])
+        bar.set_xticks(range(levels), [level_name(lv) for lv in range(levels)])
         bar.set_yscale("log")
         bar.set_title(f"{sum(counts):,} anchors", fontsize=SMALL)
         bar.tick_params(labelsize=SMALL)
@@ -259,11 +241,11 @@ def objectness_maps(obj, picture, gt_boxes=None, axes=None) -> Figure:
             _picture(ax, picture, grey=True)
             image = ax.imshow(maps[a].numpy(), cmap="viridis", vmin=0, vmax=1, alpha=0.75, interpolation="nearest",
                               extent=(-sx / 2 - 0.5, gw * sx - sx / 2 - 0.5, gh * sy - sy / 2 - 0.5, -sy / 2 - 0.5))  # fmt: skip
-            _ground_truth(ax, gt_boxes)
+            draw_boxes(ax, gt_boxes, **GT_STYLE)
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
             x1, y1, x2, y2 = obj.anchors[first + a].tolist()
-            ax.set_title(f"{_level_name(level)}, anchor {x2 - x1:g}×{y2 - y1:g} (w×h)", fontsize=SMALL,
+            ax.set_title(f"{level_name(level)}, anchor {x2 - x1:g}×{y2 - y1:g} (w×h)", fontsize=SMALL,
                          color=level_color(level))  # fmt: skip
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     cax = fig.add_axes((0.25, 0.028, 0.5, 0.011))
@@ -283,7 +265,7 @@ def anchors_to_boxes(obj, rows, picture, gt_boxes=None, ax: plt.Axes | None = No
     h, w = obj.image_size
     fig, ax = _figure_and_axes(ax, (5.2, 5.2 * h / w + 0.6))
     _picture(ax, picture, grey=True)
-    _ground_truth(ax, gt_boxes)
+    draw_boxes(ax, gt_boxes, **GT_STYLE)
     scores = torch.sigmoid(obj.logits.detach())
     levels_seen = set()
     for row in rows.tolist():
@@ -291,8 +273,8 @@ def anchors_to_boxes(obj, rows, picture, gt_boxes=None, ax: plt.Axes | None = No
         levels_seen.add(level)
         colour = level_color(level)
         anchor, box = obj.anchors[row].tolist(), obj.proposals[row].tolist()
-        _rect(ax, anchor, edgecolor=colour, linestyle=":", linewidth=1.3)
-        _rect(ax, box, edgecolor=colour, linewidth=2)
+        draw_box(ax, anchor, edgecolor=colour, linestyle=":", linewidth=1.3)
+        draw_box(ax, box, edgecolor=colour, linewidth=2)
         ca = ((anchor[0] + anchor[2]) / 2, (anchor[1] + anchor[3]) / 2)
         cb = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
         ax.plot([ca[0], cb[0]], [ca[1], cb[1]], color=colour, linewidth=1.0)
@@ -304,38 +286,33 @@ def anchors_to_boxes(obj, rows, picture, gt_boxes=None, ax: plt.Axes | None = No
     handles = [Line2D([], [], color="0.3", linestyle=":", label="anchor"),
                Line2D([], [], color="0.3", linewidth=2, label="decoded box"),
                Line2D([], [], **GT_STYLE, label="ground truth")]  # fmt: skip
-    handles += [Patch(color=level_color(lv), label=_level_name(lv)) for lv in sorted(levels_seen)]
+    handles += [Patch(color=level_color(lv), label=level_name(lv)) for lv in sorted(levels_seen)]
     ax.legend(handles=handles, fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, frameon=False)
     ax.set_title(title or f"{len(rows)} anchors and their decoded boxes", fontsize=SMALL, pad=12)
     fig.tight_layout()
     return fig
 
 
-VERDICT_STYLE = {
-    "positive": {"color": "#009E73", "label": "IoU ≥ fg"},
-    "best anchor": {"color": "#E69F00", "label": "best anchor"},
-    "other object": {"color": "#56B4E9", "label": "other object"},
-    "ignored": {"color": "0.55", "label": "ignored"},
-    "negative": {"color": "#D55E00", "label": "IoU < bg"},
+# The verdicts of ``objectness.anchor_verdicts``: no two alike for colour-blind readers (green,
+# orange, sky blue, grey, black); the level colours of the chapter are not needed here (y is the level).
+VERDICT_COLORS = {
+    "positive": OKABE_ITO[2],
+    "best anchor": OKABE_ITO[0],
+    "other object": OKABE_ITO[1],
+    "ignored": "0.6",
+    "negative": "black",
 }
 
 
-def anchor_verdicts(rpn, gt: int) -> tuple[Tensor, list[str]]:
-    """Chapter 3. For object ``gt``: every anchor's IoU with it and its verdict (one name each).
-
-    ``rpn`` is a ``targets.RpnTargets``. Verdicts: "positive" (its best object is ``gt`` at
-    IoU >= the foreground threshold), "best anchor" (made positive by the low-quality rule),
-    "other object" (positive, but for another object), "ignored", "negative".
-    """
-    iou = box_ops.iou(rpn.gt_boxes[gt : gt + 1], rpn.anchors)[0]
-    m = rpn.match
-    names = []
-    for label, matched, reason in zip(m.label.tolist(), m.matched.tolist(), m.reason.tolist(), strict=True):
-        if label == 1:
-            names.append(("best anchor" if reason == LOW_QUALITY else "positive") if matched == gt else "other object")
-        else:
-            names.append("ignored" if label == -1 else "negative")
-    return iou, names
+def verdict_labels(fg: float, bg: float) -> dict[str, str]:
+    """The legend's words for each verdict, with the foreground and background thresholds."""
+    return {
+        "positive": f"IoU ≥ {fg:g}",
+        "best anchor": "best anchor",
+        "other object": "other object",
+        "ignored": "ignored",
+        "negative": f"IoU < {bg:g}",
+    }
 
 
 def anchor_targets(rpn, gt: int, picture, anchor_level=None, axes=None, min_iou: float = 0.05) -> Figure:
@@ -344,44 +321,42 @@ def anchor_targets(rpn, gt: int, picture, anchor_level=None, axes=None, min_iou:
     Left: the image with object ``gt`` (black dashed), its positive anchors solid (green; orange
     for a "best anchor"), its ignored anchors grey dotted. Right: every anchor overlapping the
     object at IoU >= ``min_iou``: IoU on x, level on y (jittered), colour = verdict, filled =
-    drawn by the sampler into the loss, hollow = not drawn; the thresholds dashed.
+    drawn by the sampler into the loss, hollow = not drawn; dashed: the thresholds the match
+    used (``rpn.match.bg``, ``rpn.match.fg``).
     """
     iou, names = anchor_verdicts(rpn, gt)
-    fg, bg = _thresholds(rpn)
+    fg, bg = rpn.match.fg, rpn.match.bg
+    labels = verdict_labels(fg, bg)
     drawn = (rpn.sample.positive_mask | rpn.sample.negative_mask).tolist()
     fig, axes = _axes_grid(1, 2, (FIG_WIDTH, 3.9), axes)
     left, right = axes[0]
-    h, w = picture.shape[-2:]
-    _picture(left, picture, grey=True)
+    _picture(left, picture, grey=True)  # limits on the picture: the anchors beyond it are cut
     near = torch.where(iou >= min_iou)[0].tolist()
     for row in sorted(near, key=lambda r: float(iou[r])):
         verdict = names[row]
         if verdict == "ignored":
-            _rect(left, rpn.anchors[row].tolist(), **DROPPED_STYLE)
+            draw_box(left, rpn.anchors[row], **DROPPED_STYLE)
         elif verdict in ("positive", "best anchor"):
-            _rect(left, rpn.anchors[row].tolist(), edgecolor=VERDICT_STYLE[verdict]["color"],
-                  linewidth=2.2 if drawn[row] else 1.2)  # fmt: skip
-    _ground_truth(left, rpn.gt_boxes[gt : gt + 1])
-    left.set_xlim(-0.5, w - 0.5)
-    left.set_ylim(h - 0.5, -0.5)
-    counts = {k: sum(1 for r in near if names[r] == k) for k in VERDICT_STYLE}
+            draw_box(left, rpn.anchors[row], edgecolor=VERDICT_COLORS[verdict], linewidth=2.2 if drawn[row] else 1.2)
+    draw_boxes(left, rpn.gt_boxes[gt : gt + 1], **GT_STYLE)
+    counts = {k: sum(1 for r in near if names[r] == k) for k in VERDICT_COLORS}
     positives = counts["positive"] + counts["best anchor"]
     left.set_title(f"object {gt}: {positives} positive, {counts['ignored']} ignored anchors", fontsize=SMALL)
     levels = rpn.anchors.new_zeros(len(iou)) if anchor_level is None else torch.as_tensor(anchor_level)
     jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(near))
-    for verdict, style in VERDICT_STYLE.items():
+    for verdict, colour in VERDICT_COLORS.items():
         rows = [r for r in near if names[r] == verdict]
         if not rows:
             continue
         x = iou[rows].numpy()
         y = levels[rows].float().numpy() + jitter[[near.index(r) for r in rows]]
         filled = np.array([drawn[r] for r in rows])
-        right.scatter(x[filled], y[filled], s=16, color=style["color"], label=f"{style['label']}: {len(rows)}")
-        right.scatter(x[~filled], y[~filled], s=16, facecolors="none", edgecolors=style["color"], linewidths=0.8)
+        right.scatter(x[filled], y[filled], s=16, color=colour, label=f"{labels[verdict]}: {len(rows)}")
+        right.scatter(x[~filled], y[~filled], s=16, facecolors="none", edgecolors=colour, linewidths=0.8)
     for t in (bg, fg):
         right.axvline(t, color="black", linestyle="--", linewidth=0.9)
     right.set_xlim(0, 1)
-    right.set_yticks(range(int(levels.max()) + 1), [_level_name(lv) for lv in range(int(levels.max()) + 1)])
+    right.set_yticks(range(int(levels.max()) + 1), [level_name(lv) for lv in range(int(levels.max()) + 1)])
     right.invert_yaxis()
     right.set_xlabel(f"IoU with object {gt}", fontsize=SMALL)
     right.tick_params(labelsize=SMALL)
@@ -400,35 +375,11 @@ def anchor_targets(rpn, gt: int, picture, anchor_level=None, axes=None, min_iou:
     return fig
 
 
-def _thresholds(rpn) -> tuple[float, float]:
-    """(fg, bg) read back from the reason names ("iou>=0.7", ..., "iou<0.3")."""
-    names = rpn.match.reason_names
-    return float(names[0].split(">=")[1]), float(names[2].split("<")[1])
-
-
 # --- chapter 4: the longlist -----------------------------------------------------------------------
-def funnel_per_level(longlist, anchor_level: Tensor, num_levels: int | None = None) -> dict[str, list[int]]:
-    """Chapter 4. ``{"input": [...], step: [...]}``: anchors of each level surviving each step.
-
-    ``longlist.fate`` gives every anchor the step that dropped it (or ``kept``); an anchor
-    survives a step if it was kept or dropped by a later one. The sums over levels are
-    ``longlist.funnel``.
-    """
-    level = torch.as_tensor(anchor_level).to(torch.int64)
-    num_levels = int(level.max()) + 1 if num_levels is None else num_levels
-    fate = longlist.fate.to(torch.int64)
-    alive = torch.ones(len(fate), dtype=torch.bool)
-    out = {"input": torch.bincount(level, minlength=num_levels).tolist()}
-    for step in longlist.STEPS:
-        alive &= fate != CODE[step]
-        out[step] = torch.bincount(level[alive], minlength=num_levels).tolist()
-    return out
-
-
 def funnel(counts: dict[str, Sequence[int]], ax: plt.Axes | None = None, title: str | None = None) -> Figure:
     """Chapter 4. The longlist's funnel: anchors left after each step, per level and in all.
 
-    ``counts`` as returned by ``funnel_per_level`` (or summed over images). Log scale: the
+    ``counts`` as returned by ``longlist.funnel_per_level`` (or summed over images). Log scale: the
     input is ~100 times the output.
     """
     fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 3.6))
@@ -438,7 +389,7 @@ def funnel(counts: dict[str, Sequence[int]], ax: plt.Axes | None = None, title: 
     total = table.sum(1)
     ax.plot(x, total, "-o", color="black", label="all levels", linewidth=2)
     for level in range(table.shape[1]):
-        ax.plot(x, table[:, level], "-o", color=level_color(level), label=_level_name(level), markersize=4)
+        ax.plot(x, table[:, level], "-o", color=level_color(level), label=level_name(level), markersize=4)
     for xi, t in zip(x, total, strict=True):
         ax.annotate(f"{int(t):,}", (xi, t), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=SMALL)
     ax.set_yscale("log")
@@ -451,27 +402,12 @@ def funnel(counts: dict[str, Sequence[int]], ax: plt.Axes | None = None, title: 
     return fig
 
 
-def nms_groups(longlist, max_groups: int = 4) -> list[tuple[int, list[int]]]:
-    """Chapter 4. (kept position, suppressed positions) in ``longlist.nms``, best kept first.
-
-    Positions index ``longlist.nms.rows``/``boxes``; the kept boxes that suppressed the most
-    come first, their victims highest score first.
-    """
-    step = longlist.nms
-    sup = step.suppressor
-    groups = {}
-    for pos in torch.where(sup >= 0)[0].tolist():
-        groups.setdefault(int(sup[pos]), []).append(pos)
-    order = sorted(groups, key=lambda k: (-len(groups[k]), -float(step.scores[k])))[:max_groups]
-    return [(k, sorted(groups[k], key=lambda p: -float(step.scores[p]))) for k in order]
-
-
 def nms_pairs(longlist, picture, gt_boxes=None, max_groups: int = 4, max_shown: int = 6, axes=None) -> Figure:
     """Chapter 4. NMS drawn: a kept proposal (solid, level colour) and the ones it removed.
 
-    One panel per kept proposal (those that removed the most), zoomed on it; each removed
-    proposal grey dotted with its IoU with the kept one (at most ``max_shown`` drawn, best
-    first, but all counted in the title).
+    One panel per kept proposal (those that removed the most, ``longlist.nms_groups``), zoomed
+    on it; each removed proposal grey dotted with its IoU with the kept one (at most
+    ``max_shown`` drawn, best first, but all counted in the title).
     """
     step = longlist.nms
     groups = nms_groups(longlist, max_groups)
@@ -482,25 +418,24 @@ def nms_pairs(longlist, picture, gt_boxes=None, max_groups: int = 4, max_shown: 
     h, w = picture.shape[-2:]
     for ax, (kept, victims) in zip(flat, groups, strict=False):
         _picture(ax, picture, grey=True)
-        _ground_truth(ax, gt_boxes)
+        draw_boxes(ax, gt_boxes, **GT_STYLE)
         level = int(step.groups[kept])
         kb = step.boxes[kept]
         ious = box_ops.iou(kb[None], step.boxes[victims])[0]
         shown = victims[:max_shown]
-        for pos in shown:
-            _rect(ax, step.boxes[pos].tolist(), **DROPPED_STYLE)
+        draw_boxes(ax, step.boxes[shown], **DROPPED_STYLE)
         listed = ", ".join(f"{v:.2f}" for v in ious[: len(shown)].tolist())
         more = f" (+{len(victims) - len(shown)})" if len(victims) > len(shown) else ""
         ax.text(0.02, 0.02, f"IoU: {listed}{more}", transform=ax.transAxes, fontsize=SMALL, va="bottom",
                 bbox={"facecolor": "white", "edgecolor": "0.6", "pad": 2})  # fmt: skip
-        _rect(ax, kb.tolist(), edgecolor=level_color(level), linewidth=2)
+        draw_box(ax, kb, edgecolor=level_color(level), linewidth=2)
         everything = torch.cat([kb[None], step.boxes[shown]])
         x1, y1 = everything[:, :2].min(0).values.tolist()
         x2, y2 = everything[:, 2:].max(0).values.tolist()
         pad = 0.15 * max(x2 - x1, y2 - y1) + 2
         ax.set_xlim(max(-0.5, x1 - pad), min(w - 0.5, x2 + pad))
         ax.set_ylim(min(h - 0.5, y2 + pad), max(-0.5, y1 - pad))
-        ax.set_title(f"{_level_name(level)} {float(step.scores[kept]):.3f} removed {len(victims)} "
+        ax.set_title(f"{level_name(level)} {float(step.scores[kept]):.3f} removed {len(victims)} "
                      f"(IoU {float(ious.min()):.2f}–{float(ious.max()):.2f})", fontsize=SMALL)  # fmt: skip
     for ax in flat[len(groups) :]:
         ax.axis("off")
@@ -512,42 +447,14 @@ def nms_pairs(longlist, picture, gt_boxes=None, max_groups: int = 4, max_shown: 
     return fig
 
 
-def coverage_ledger(longlist, obj, gt_boxes: Tensor, iou_threshold: float = 0.5) -> Tensor:
-    """Chapter 4. Which objects some surviving box still covers, after each step, per level.
-
-    Returns ``Tensor[S + 1, L + 1, G]`` bool: row 0 is the input (every anchor's decoded box,
-    clipped to the image), row s the anchors surviving step s of ``longlist.STEPS``; column l
-    < L counts only boxes of level l, column L any level. An object is covered when a box
-    reaches IoU >= ``iou_threshold`` with it.
-    """
-    num_levels = len(obj.num_per_level)
-    steps = longlist.STEPS
-    g = len(gt_boxes)
-    out = torch.zeros(len(steps) + 1, num_levels + 1, g, dtype=torch.bool)
-    if g == 0:
-        return out
-    decoded = box_ops.clip(obj.proposals.detach(), obj.image_size)
-    hit = box_ops.iou(gt_boxes.to(decoded.dtype), decoded) >= iou_threshold  # (G, A)
-    level = obj.anchor_level
-    fate = longlist.fate
-    alive = torch.ones(len(fate), dtype=torch.bool)
-    for s in range(len(steps) + 1):
-        if s > 0:
-            alive &= fate != CODE[steps[s - 1]]
-        for lv in range(num_levels):
-            out[s, lv] = (hit & (alive & (level == lv))[None]).any(1)
-        out[s, num_levels] = (hit & alive[None]).any(1)
-    return out
-
-
 def recall_ledger(
     covered: Tensor, num_objects: int, steps: Sequence[str], ax: plt.Axes | None = None, title: str | None = None
 ) -> Figure:
     """Chapter 4. The recall ledger: objects still covered after each step, per level and in all.
 
-    ``covered`` is ``Tensor[S + 1, L + 1]``: objects covered (``coverage_ledger`` summed over
-    objects and images) after the input and each step, for each level and (last column) any
-    level; ``num_objects`` the number of objects; ``steps`` the longlist's ``STEPS``.
+    ``covered`` is ``Tensor[S + 1, L + 1]``: objects covered (``longlist.coverage_ledger`` summed
+    over objects and images) after the input and each step, for each level and (last column) any
+    level; ``num_objects`` the number of objects; ``steps`` the longlist's ``steps``.
     """
     fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 3.6))
     names = ["input", *steps]
@@ -555,7 +462,7 @@ def recall_ledger(
     table = covered.double().numpy() / max(num_objects, 1)
     ax.plot(x, table[:, -1], "-o", color="black", linewidth=2, label="any level")
     for lv in range(table.shape[1] - 1):
-        ax.plot(x, table[:, lv], "-o", color=level_color(lv), markersize=4, label=_level_name(lv))
+        ax.plot(x, table[:, lv], "-o", color=level_color(lv), markersize=4, label=level_name(lv))
     for xi, value, n in zip(x, table[:, -1], covered[:, -1].tolist(), strict=True):
         ax.annotate(f"{n}", (xi, value), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=SMALL)
     ax.set_xticks(x, [STEP_LABELS.get(s, s) for s in names], rotation=20, fontsize=SMALL)
@@ -573,7 +480,7 @@ def sweep(values, recall, size, xlabel: str, marked=None, axes=None) -> Figure:
     fig, axes = _axes_grid(1, 2, (FIG_WIDTH, 2.9), axes)
     left, right = axes[0]
     left.plot(values, recall, "-o", color="black", markersize=4)
-    right.plot(values, size, "-o", color="#0072B2", markersize=4)
+    right.plot(values, size, "-o", color=OKABE_ITO[4], markersize=4)
     left.set_ylabel("objects covered (share)", fontsize=SMALL)
     right.set_ylabel("proposals per image (mean)", fontsize=SMALL)
     for ax in (left, right):
@@ -594,10 +501,10 @@ def proposals(
     _picture(ax, picture, grey=True)
     n = min(top, len(longlist))
     for box, level in zip(longlist.boxes[:n].flip(0).tolist(), longlist.anchor_level[:n].flip(0).tolist(), strict=True):
-        _rect(ax, box, edgecolor=level_color(level), linewidth=1.5)
-    _ground_truth(ax, gt_boxes)
+        draw_box(ax, box, edgecolor=level_color(level), linewidth=1.5)
+    draw_boxes(ax, gt_boxes, **GT_STYLE)
     seen = sorted(set(longlist.anchor_level[:n].tolist()))
-    handles = [Patch(color=level_color(lv), label=_level_name(lv)) for lv in seen]
+    handles = [Patch(color=level_color(lv), label=level_name(lv)) for lv in seen]
     handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
     ax.legend(handles=handles, fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=6, frameon=False)
     ax.set_title(title or f"the {n} best of {len(longlist)} proposals", fontsize=SMALL)
@@ -608,14 +515,10 @@ def proposals(
 __all__ = [
     "anchor_grid",
     "anchor_targets",
-    "anchor_verdicts",
     "anchors_to_boxes",
-    "coverage_ledger",
     "funnel",
-    "funnel_per_level",
     "level_energy",
     "level_sizes",
-    "nms_groups",
     "nms_pairs",
     "objectness_maps",
     "proposals",

@@ -1,7 +1,7 @@
 """Chapter 10 figures: a detection's lineage, a missed object's ledger, an image's errors.
 
 Each function takes a ``minimask.trace.Trace`` (and the image it explains) and returns a
-Figure; boxes are drawn in original-image pixels (the stages' resized boxes are mapped back).
+Figure (the false positives of ``errors`` are ``minimask.explain.false_positives``); boxes are drawn in original-image pixels (the stages' resized boxes are mapped back).
 Conventions of ``minimask.viz``: before classification the FPN level's colour, after it the
 class colour; dropped boxes thin grey dotted; ground truth black dashed.
 """
@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from pycocotools import mask as mask_utils
 
+from minimask.explain import false_positives
 from minimask.transform import resize_boxes
 from minimask.viz import (
     DROPPED_STYLE,
@@ -116,58 +118,39 @@ def lineage(image, trace, detection: int, class_names=None, gt_index: int | None
     return fig
 
 
-def miss(image, trace, gt_index: int, class_names=None) -> Figure:
-    """Chapter 10. A missed object followed through every step, and the decision that lost it.
+def _miss_boxes(ax, trace, m) -> list[list[float]]:
+    """Draw a miss's representative box (grey dotted) and, where NMS or the mask lost the object,
+    the detection or anchor that won (solid); returns the boxes drawn (original pixels)."""
+    n, label = m.numbers, m.label
+    box = sup = colour = None
+    if m.stage == "longlist" and m.row >= 0:
+        box = _orig(trace, torch.clamp(trace.objectness.proposals[m.row], min=0))
+        if m.reason == "nms":
+            sup = _orig(trace, trace.objectness.proposals[n["suppressor"]])
+            colour = level_color(int(trace.objectness.anchor_level[n["suppressor"]]))
+    elif m.stage in ("classification", "shortlist") and "proposal" in n:
+        box = _orig(trace, trace.classification.boxes[n["proposal"], label])
+        if m.reason == "nms" and n["suppressor_detection"] >= 0:
+            sup, colour = (
+                trace.boxes_orig[n["suppressor_detection"]].tolist(),
+                class_color(int(trace.shortlist.labels[n["suppressor_detection"]])),
+            )
+    elif m.stage == "segmentation":
+        d = n["detection"]
+        mask = mask_utils.decode(trace.det_rles[d]).astype(bool)
+        overlay = np.zeros((*mask.shape, 4))
+        overlay[mask] = (*matplotlib.colors.to_rgb(class_color(label)), 0.5)
+        ax.imshow(overlay, interpolation="nearest")
+        sup, colour = trace.boxes_orig[d].tolist(), class_color(label)
+    if box is not None:
+        _rect(ax, box, color=DROPPED_STYLE["color"], linestyle=":", linewidth=1.5)
+    if sup is not None:
+        _rect(ax, sup, edgecolor=colour, linewidth=2)
+    return [b for b in (box, sup) if b is not None]
 
-    Left: the object (black dashed), the representative row of the losing step (grey dotted)
-    and, where NMS did it, the suppressor (solid: level colour in the longlist, class colour
-    in the shortlist). Right: ``Trace.ledger``: how many anchors, proposals and candidates still
-    cover the object after each step; the losing step's bar is coloured.
-    """
-    lost = {m.gt_index: m for m in trace.misses}
-    m = lost.get(gt_index)
-    ledger = trace.ledger(gt_index)
-    picture = _image_array(image)
-    fig, (ax, bx) = plt.subplots(2, 1, figsize=(FIG_WIDTH, 8.4), gridspec_kw={"height_ratios": [1, 1.25]})
-    ax.imshow(picture, interpolation="nearest")
-    gt = trace.target["boxes"][gt_index].tolist()
-    _rect(ax, gt, **GT_STYLE)
-    shown = [gt]
-    label = int(trace.target["labels"][gt_index])
-    if m is not None:
-        n = m.numbers
-        box = sup = None
-        sup_colour = None
-        if m.stage == "longlist" and m.row >= 0:
-            box = _orig(trace, torch.clamp(trace.objectness.proposals[m.row], min=0))
-            if m.reason == "rpn_nms":
-                sup = _orig(trace, trace.objectness.proposals[n["suppressor"]])
-                sup_colour = level_color(int(trace.objectness.anchor_level[n["suppressor"]]))
-        elif m.stage in ("classification", "shortlist") and "proposal" in n:
-            box = _orig(trace, trace.classification.boxes[n["proposal"], label])
-            if m.reason == "class_nms" and n["suppressor_detection"] >= 0:
-                sup = trace.segmentation.boxes_orig[n["suppressor_detection"]].tolist()
-                sup_colour = class_color(int(trace.shortlist.labels[n["suppressor_detection"]]))
-        elif m.stage == "segmentation":
-            d = n["detection"]
-            mask = trace.segmentation.masks[d, 0].numpy() >= trace.config.mask_threshold
-            overlay = np.zeros((*mask.shape, 4))
-            overlay[mask] = (*matplotlib.colors.to_rgb(class_color(label)), 0.5)
-            ax.imshow(overlay, interpolation="nearest")
-            sup = trace.segmentation.boxes_orig[d].tolist()
-            sup_colour = class_color(label)
-        if box is not None:
-            _rect(ax, box, color=DROPPED_STYLE["color"], linestyle=":", linewidth=1.5)
-            shown.append(box)
-        if sup is not None:
-            _rect(ax, sup, edgecolor=sup_colour, linewidth=2)
-            shown.append(sup)
-        ax.set_title(f"object {gt_index} ({_name(class_names, label)})\n{m.stage}: {m.reason}")
-    else:
-        ax.set_title(f"object {gt_index} ({_name(class_names, label)})\nmatched")
-    _zoom(ax, shown, trace.original_size, margin=0.6)
-    ax.set_xticks([])
-    ax.set_yticks([])
+
+def _ledger_bars(bx, ledger: dict[str, int]) -> None:
+    """``Trace.ledger`` as horizontal bars in the order the steps ran; the first empty step coloured."""
     names = list(ledger)
     counts = [ledger[k] for k in names]
     first_zero = next((i for i, v in enumerate(counts) if v == 0), None)
@@ -186,6 +169,29 @@ def miss(image, trace, gt_index: int, class_names=None) -> Figure:
         bx.text(v + max(counts) * 0.02, i, str(v), va="center")
     bx.set_xlim(0, max(max(counts), 1) * 1.15)
     bx.spines[["top", "right"]].set_visible(False)
+
+
+def miss(image, trace, gt_index: int, class_names=None) -> Figure:
+    """Chapter 10. A missed object followed through every step, and the decision that lost it.
+
+    Top: the object (black dashed), the representative row of the losing step (grey dotted)
+    and, where NMS did it, the suppressor (solid: level colour in the longlist, class colour
+    in the shortlist); for a mask miss, the box-matched detection and its mask. Bottom:
+    ``Trace.ledger``: how many anchors, proposals and candidates still cover the object after
+    each step, in the order the steps ran; the first empty step's bar is coloured.
+    """
+    m = {x.gt_index: x for x in trace.misses}.get(gt_index)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(FIG_WIDTH, 8.4), gridspec_kw={"height_ratios": [1, 1.25]})
+    ax.imshow(_image_array(image), interpolation="nearest")
+    gt = trace.target["boxes"][gt_index].tolist()
+    _rect(ax, gt, **GT_STYLE)
+    name = _name(class_names, int(trace.target["labels"][gt_index]))
+    shown = [gt] + (_miss_boxes(ax, trace, m) if m is not None else [])
+    ax.set_title(f"object {gt_index} ({name})\n" + (f"{m.stage}: {m.words}" if m is not None else "matched"))
+    _zoom(ax, shown, trace.original_size, margin=0.6)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _ledger_bars(bx, trace.ledger(gt_index))
     if m is not None:
         fig.suptitle(textwrap.fill(m.sentence(), 70))
     fig.tight_layout()
@@ -207,12 +213,12 @@ def errors(image, trace, class_names=None, ax=None, title: str | None = None) ->
     height, width = picture.shape[:2]
     fig, ax = _figure_and_axes(ax, (5.0 * width / max(height, width) + 0.4, 5.0 * height / max(height, width)))
     ax.imshow(picture, interpolation="nearest")
-    boxes = trace.segmentation.boxes_orig.tolist()
+    boxes = trace.boxes_orig.tolist()
     labels = trace.shortlist.labels.tolist()
     scores = trace.shortlist.scores.tolist()
     kinds = {}
     if trace.target is not None:
-        kinds = {fp.detection: fp.kind for fp in trace.false_positives}
+        kinds = {fp.detection: fp.kind for fp in false_positives(trace)}
         matched = {mt.detection for mt in trace.matches}
     else:
         matched = set(range(len(boxes)))
@@ -227,7 +233,7 @@ def errors(image, trace, class_names=None, ax=None, title: str | None = None) ->
     for m in lost:
         box = trace.target["boxes"][m.gt_index].tolist()
         _rect(ax, box, **GT_STYLE)
-        _label(ax, box, f"missed: {m.reason}", MISS_COLOR, width, above=False)
+        _label(ax, box, f"missed: {m.words}", MISS_COLOR, width, above=False)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])

@@ -30,7 +30,8 @@ import numpy as np
 from IPython.display import HTML
 from matplotlib.figure import Figure
 
-from minimask.viz import OKABE_ITO, _image_array, class_color
+from minimask.viz import NOT_A_CLASS, _image_array, class_color
+from minimask.viz._draw import class_name
 
 __all__ = ["threshold_slider", "frames_slider", "encode_image", "figure_bytes"]
 
@@ -122,76 +123,103 @@ def threshold_slider(
     labels = np.asarray(labels).reshape(-1).astype(int)
     if not (len(boxes) == len(scores) == len(labels)):
         raise ValueError(f"boxes, scores, labels differ in length: {len(boxes)}, {len(scores)}, {len(labels)}")
-    lo, hi, step = value_range
-    order = np.argsort(-scores, kind="stable")  # draw the best last, on top
+    lo, hi, _ = value_range
     src = encode_image(image, "png")
     uid = _uid("mm-thr", src[-64:] + scores.tobytes().hex()[:64] + str(threshold))
-
-    font = max(5.0, 0.032 * max(height, width_px))
-    stroke = max(1.0, 0.008 * max(height, width_px))
-    items = []
-    for i in order[::-1]:
-        x1, y1, x2, y2 = boxes[i]
-        s = scores[i]
-        colour = class_color(int(labels[i])) if labels[i] >= 1 else "#888888"
-        name = (
-            class_names[labels[i]] if class_names is not None and 0 <= labels[i] < len(class_names) else str(labels[i])
-        )
-        hidden = "" if s > threshold else ' style="display:none"'
-        items.append(
-            f'<rect class="mm-box" data-score="{s:.6g}" x="{x1:.2f}" y="{y1:.2f}" '
-            f'width="{max(x2 - x1, 0):.2f}" height="{max(y2 - y1, 0):.2f}" fill="none" '
-            f'stroke="{colour}" stroke-width="{stroke:.2f}"{hidden}><title>{html.escape(name)} {s:.3f}</title></rect>'
-        )
-        ty = y1 - 1 if y1 > font else y1 + font
-        if not tags:
-            continue
-        items.append(
-            f'<text class="mm-box" data-score="{s:.6g}" x="{x1:.2f}" y="{ty:.2f}" font-size="{font:.1f}" '
-            f'fill="{colour}" stroke="white" stroke-width="{0.25 * stroke:.2f}" paint-order="stroke"'
-            f"{hidden}>{html.escape(name)} {s:.2f}</text>"
-        )
-    if gt_boxes is not None:
-        for x1, y1, x2, y2 in np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4):
-            items.append(
-                f'<rect x="{x1:.2f}" y="{y1:.2f}" width="{x2 - x1:.2f}" height="{y2 - y1:.2f}" fill="none" '
-                f'stroke="black" stroke-width="{0.6 * stroke:.2f}" stroke-dasharray="{2 * stroke:.1f}"/>'
-            )
-    shown = int((scores > threshold).sum())
-    display_h = width * height / width_px
-    image_svg = (
-        f'<svg class="mm-image" width="{width}" height="{display_h:.0f}" viewBox="-0.5 -0.5 {width_px} {height}">'
-        f'<image href="{src}" x="-0.5" y="-0.5" width="{width_px}" height="{height}" '
-        f'style="image-rendering:pixelated"/>' + "".join(items) + "</svg>"
-    )
-
+    items = _box_items(boxes, scores, labels, class_names, threshold, max(height, width_px), tags)
+    image_svg = _picture_svg(src, (height, width_px), items, gt_boxes, width)
     curve_svg, curve_js = "", ""
     if curve is not None:
         curve_svg, curve_js = _curve_svg(curve, threshold, (lo, hi), curve_xlabel or label, curve_width)
-
     heading = f"<div style='width:100%;font-weight:bold'>{html.escape(title)}</div>" if title else ""
-    present = sorted(set(labels.tolist()))
-    swatches = [
-        f'<span style="white-space:nowrap"><span style="display:inline-block;width:18px;height:0;'
-        f'border-top:3px solid {class_color(k) if k >= 1 else "#888888"};vertical-align:middle"></span> '
-        f"{html.escape(class_names[k] if class_names is not None and 0 <= k < len(class_names) else str(k))}</span>"
-        for k in present
-    ]
-    if gt_boxes is not None:
-        swatches.append(
-            '<span style="white-space:nowrap"><span style="display:inline-block;width:18px;height:0;'
-            'border-top:2px dashed black;vertical-align:middle"></span> ground truth</span>'
-        )
-    legend = f'<div class="mm-legend" style="width:{width}px">{" &nbsp; ".join(swatches)}</div>'
+    legend = _legend(labels, class_names, gt_boxes is not None, width)
+    counting = f" of {len(scores)} boxes have a score above it"
+    controls = _controls(label, value_range, threshold, width, f"{int((scores > threshold).sum())}{counting}")
+    script = _threshold_script(uid, counting, curve_js)
+    body = f'<div id="{uid}" class="mm-widget" style="{_STYLE}">{heading}{controls}<div>{image_svg}{legend}</div>{curve_svg}{script}</div>'
+    return HTML(body)
 
-    controls = (
+
+def _controls(label: str, value_range: tuple[float, float, float], value: float, width: int, count: str) -> str:
+    """The slider (``width`` CSS pixels), its read-out and the count of the boxes shown."""
+    lo, hi, step = value_range
+    return (
         f'<div style="width:100%"><label>{html.escape(label)} '
-        f'<input type="range" min="{lo}" max="{hi}" step="{step}" value="{threshold}" '
+        f'<input type="range" min="{lo}" max="{hi}" step="{step}" value="{value}" '
         f'style="width:{width}px;vertical-align:middle" aria-label="{html.escape(label)}"> '
-        f'<output class="mm-value">{threshold:.2f}</output></label> '
-        f'<span class="mm-count">{shown} of {len(scores)} boxes have a score above it</span></div>'
+        f'<output class="mm-value">{value:.2f}</output></label> <span class="mm-count">{count}</span></div>'
     )
-    script = (
+
+
+def _picture_svg(src: str, size: tuple[int, int], items: list[str], gt_boxes, width: int) -> str:
+    """The picture (a plain ``<image>``, first child) with the boxes' ``items`` and the ground
+    truth black dashed on it, ``width`` CSS pixels wide; the picture's pixel ``p`` is centred on ``p``."""
+    height, width_px = size
+    stroke = max(1.0, 0.008 * max(height, width_px))
+    if gt_boxes is not None:
+        dashes = f' stroke-dasharray="{2 * stroke:.1f}"'
+        items = items + [_svg_rect(b, "black", 0.6 * stroke, dashes) + "/>"
+                         for b in np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)]  # fmt: skip
+    return (
+        f'<svg class="mm-image" width="{width}" height="{width * height / width_px:.0f}" '
+        f'viewBox="-0.5 -0.5 {width_px} {height}"><image href="{src}" x="-0.5" y="-0.5" width="{width_px}" '
+        f'height="{height}" style="image-rendering:pixelated"/>' + "".join(items) + "</svg>"
+    )
+
+
+def _box_colour(label: int) -> str:
+    """The class colour of ``label``; grey for a label that is no class (0 or below)."""
+    return class_color(label) if label >= 1 else "#888888"
+
+
+def _svg_rect(box, colour: str, stroke: float, extra: str = "") -> str:
+    """An open ``<rect`` tag for one box (the caller closes it)."""
+    x1, y1, x2, y2 = box
+    return (
+        f'<rect x="{x1:.2f}" y="{y1:.2f}" width="{max(x2 - x1, 0):.2f}" height="{max(y2 - y1, 0):.2f}" fill="none" '
+        f'stroke="{colour}" stroke-width="{stroke:.2f}"{extra}'
+    )
+
+
+def _box_items(boxes, scores, labels, class_names, threshold: float, side: int, tags: bool) -> list[str]:
+    """One ``<rect>`` (and ``<text>`` if ``tags``) per box, worst first so the best is drawn on top;
+    each carries its score (``data-score``) and is hidden when the score is not above ``threshold``."""
+    font, stroke = max(5.0, 0.032 * side), max(1.0, 0.008 * side)
+    items = []
+    for i in np.argsort(-scores, kind="stable")[::-1]:
+        s, colour = scores[i], _box_colour(int(labels[i]))
+        name = html.escape(class_name(int(labels[i]), class_names))
+        hidden = "" if s > threshold else ' style="display:none"'
+        tag = f' class="mm-box" data-score="{s:.6g}"{hidden}'
+        items.append(_svg_rect(boxes[i], colour, stroke, tag) + f"><title>{name} {s:.3f}</title></rect>")
+        if tags:
+            x1, y1 = boxes[i][:2]
+            items.append(
+                f'<text x="{x1:.2f}" y="{y1 - 1 if y1 > font else y1 + font:.2f}" font-size="{font:.1f}" '
+                f'fill="{colour}" stroke="white" stroke-width="{0.25 * stroke:.2f}" paint-order="stroke"'
+                f"{tag}>{name} {s:.2f}</text>"
+            )
+    return items
+
+
+def _legend(labels, class_names, ground_truth: bool, width: int) -> str:
+    """A line of swatches under the picture: each class present, then the ground truth's dashes."""
+
+    def swatch(border: str, text: str) -> str:
+        return (
+            '<span style="white-space:nowrap"><span style="display:inline-block;width:18px;height:0;'
+            f'border-top:{border};vertical-align:middle"></span> {html.escape(text)}</span>'
+        )
+
+    swatches = [swatch(f"3px solid {_box_colour(k)}", class_name(k, class_names)) for k in sorted(set(labels.tolist()))]
+    if ground_truth:
+        swatches.append(swatch("2px dashed black", "ground truth"))
+    return f'<div class="mm-legend" style="width:{width}px">{" &nbsp; ".join(swatches)}</div>'
+
+
+def _threshold_script(uid: str, counting: str, curve_js: str) -> str:
+    """The slider's script: show the boxes above the value, count them, move the curve's marker."""
+    return (
         "<script>(function(){"
         f"var root=document.getElementById('{uid}');"
         "var input=root.querySelector('input[type=range]');"
@@ -200,12 +228,14 @@ def threshold_slider(
         "function update(){var t=parseFloat(input.value);var n=0;"
         "for(var i=0;i<els.length;i++){var on=parseFloat(els[i].getAttribute('data-score'))>t;"
         "els[i].style.display=on?'':'none';if(on&&els[i].tagName.toLowerCase()==='rect'){n++;}}"
-        f"out.textContent=t.toFixed(2);count.textContent=n+' of {len(scores)} boxes have a score above it';"
+        f"out.textContent=t.toFixed(2);count.textContent=n+{json.dumps(counting)};"
         + curve_js
         + "}input.addEventListener('input',update);input.addEventListener('change',update);})();</script>"
     )
-    body = f'<div id="{uid}" class="mm-widget" style="{_STYLE}">{heading}{controls}<div>{image_svg}{legend}</div>{curve_svg}{script}</div>'
-    return HTML(body)
+
+
+# The curves beside the picture are no class: black, the one free Okabe-Ito colour, grey, then dashed.
+SERIES_STYLES = (("#000000", ""), (NOT_A_CLASS, ""), ("#777777", "6 3"), ("#000000", "2 3"), (NOT_A_CLASS, "6 3"))
 
 
 def _curve_svg(
@@ -222,64 +252,79 @@ def _curve_svg(
         if ys.shape != xs.shape:
             raise ValueError(f"curve {name!r} has {ys.shape} values for {xs.shape} thresholds")
     rows = (len(series) + 1) // 2  # two series per legend row
-    W, H, left, right, top, bottom = width, 236 + 16 * rows, 42, 12, 12, 42 + 16 * rows
-    lo, hi = x_range
-
-    def px(x):
-        return left + (x - lo) / (hi - lo) * (W - left - right)
-
-    def py(y):
-        return top + (1.0 - y) * (H - top - bottom)
-
-    parts = [f'<svg class="mm-curve" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-size="13">']
-    parts.append(
-        f'<rect x="{left}" y="{top}" width="{W - left - right}" height="{H - top - bottom}" '
-        'fill="#f0f0f0" stroke="#999" stroke-width="1"/>'
-    )
-    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
-        parts.append(
-            f'<line x1="{left - 4}" x2="{left}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#999"/>'
-            f'<text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{_fmt(t)}</text>'
-        )
-        xt = lo + t * (hi - lo)
-        parts.append(
-            f'<line x1="{px(xt):.1f}" x2="{px(xt):.1f}" y1="{H - bottom}" y2="{H - bottom + 4}" stroke="#999"/>'
-            f'<text x="{px(xt):.1f}" y="{H - bottom + 16}" text-anchor="middle">{_fmt(xt)}</text>'
-        )
-    parts.append(
-        f'<text x="{(left + W - right) / 2:.1f}" y="{H - bottom + 30}" text-anchor="middle">{html.escape(xlabel)}</text>'
-    )
+    frame = _Frame(width, 236 + 16 * rows, x_range, 42 + 16 * rows)
+    parts = [
+        f'<svg class="mm-curve" width="{frame.W}" height="{frame.H}" viewBox="0 0 {frame.W} {frame.H}" font-size="13">'
+    ]
+    parts += frame.axes(xlabel)
     readouts = []
+    j = int(np.abs(xs - threshold).argmin()) if len(xs) else 0
     for k, (name, ys) in enumerate(series.items()):
-        colour = OKABE_ITO[(4, 5, 2, 0, 6, 1)[k % 6]]
+        colour, dashes = SERIES_STYLES[k % len(SERIES_STYLES)]
+        dash = f' stroke-dasharray="{dashes}"' if dashes else ""
         ok = np.isfinite(ys)
-        points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs[ok], ys[ok], strict=True))
-        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        j = int(np.abs(xs - threshold).argmin()) if len(xs) else 0
+        points = " ".join(f"{frame.px(x):.1f},{frame.py(y):.1f}" for x, y in zip(xs[ok], ys[ok], strict=True))
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
         value = _fmt(float(ys[j])) if len(xs) else "nan"
-        lx = left + (k % 2) * (W - left) // 2
-        ly = H - bottom + 30 + 16 * (k // 2 + 1)
+        lx, ly = frame.left + (k % 2) * (frame.W - frame.left) // 2, frame.H - frame.bottom + 30 + 16 * (k // 2 + 1)
         parts.append(
-            f'<line x1="{lx}" x2="{lx + 16}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>'
+            f'<line x1="{lx}" x2="{lx + 16}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"{dash}/>'
             f'<text x="{lx + 20}" y="{ly}">{html.escape(name)}: <tspan class="mm-readout" data-series="{k}">'
             f"{value}</tspan></text>"
         )
         readouts.append([None if not np.isfinite(y) else round(float(y), 4) for y in ys])
+    x_marker = f"{frame.px(threshold):.1f}"
     parts.append(
-        f'<line class="mm-marker" x1="{px(threshold):.1f}" x2="{px(threshold):.1f}" y1="{top}" y2="{H - bottom}" '
-        'stroke="black" stroke-width="1.2" stroke-dasharray="3 2"/>'
+        f'<line class="mm-marker" x1="{x_marker}" x2="{x_marker}" y1="{frame.top}" y2="{frame.H - frame.bottom}" '
+        'stroke="black" stroke-width="1.2" stroke-dasharray="3 2"/></svg>'
     )
-    parts.append("</svg>")
+    lo, hi = x_range
     js = (
         f"var xs={json.dumps([round(float(x), 5) for x in xs])};var ys={json.dumps(readouts)};"
         "var j=0;for(var k=1;k<xs.length;k++){if(Math.abs(xs[k]-t)<Math.abs(xs[j]-t)){j=k;}}"
         "var r=root.querySelectorAll('.mm-readout');"
         "for(var k2=0;k2<r.length;k2++){var v=ys[k2][j];"
         "r[k2].textContent=(v===null)?'nan':(Math.round(v*100)/100).toString();}"
-        f"var m=root.querySelector('.mm-marker');var X={left}+(t-{lo})/({hi}-{lo})*{W - left - right};"
+        f"var m=root.querySelector('.mm-marker');var X={frame.left}+(t-{lo})/({hi}-{lo})*{frame.W - frame.left - frame.right};"
         "m.setAttribute('x1',X.toFixed(1));m.setAttribute('x2',X.toFixed(1));"
     )
     return "".join(parts), js
+
+
+class _Frame:
+    """The plot area of the curve panel: ``W`` x ``H`` pixels, x in ``x_range``, y in [0, 1]."""
+
+    left, right, top = 42, 12, 12
+
+    def __init__(self, width: int, height: int, x_range: tuple[float, float], bottom: int) -> None:
+        self.W, self.H, self.bottom = width, height, bottom
+        self.lo, self.hi = x_range
+
+    def px(self, x: float) -> float:
+        return self.left + (x - self.lo) / (self.hi - self.lo) * (self.W - self.left - self.right)
+
+    def py(self, y: float) -> float:
+        return self.top + (1.0 - y) * (self.H - self.top - self.bottom)
+
+    def axes(self, xlabel: str) -> list[str]:
+        """The grey plot area, ticks at 0, 1/4, ..., 1 of each axis, and the x label."""
+        left, W, H, bottom = self.left, self.W, self.H, self.bottom
+        parts = [
+            f'<rect x="{left}" y="{self.top}" width="{W - left - self.right}" height="{H - self.top - bottom}" '
+            'fill="#f0f0f0" stroke="#999" stroke-width="1"/>'
+        ]
+        for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+            y, x = self.py(t), self.px(self.lo + t * (self.hi - self.lo))
+            parts.append(
+                f'<line x1="{left - 4}" x2="{left}" y1="{y:.1f}" y2="{y:.1f}" stroke="#999"/>'
+                f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>'
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{H - bottom}" y2="{H - bottom + 4}" stroke="#999"/>'
+                f'<text x="{x:.1f}" y="{H - bottom + 16}" text-anchor="middle">{_fmt(self.lo + t * (self.hi - self.lo))}</text>'
+            )
+        parts.append(
+            f'<text x="{(left + W - self.right) / 2:.1f}" y="{H - bottom + 30}" text-anchor="middle">{html.escape(xlabel)}</text>'
+        )
+        return parts
 
 
 def frames_slider(

@@ -1,0 +1,46 @@
+"""The few drawing helpers every figure module shares: names of levels and classes, boxes, tags.
+
+Defined once here and re-exported by ``minimask.viz`` (``viz.draw_box``, ``viz.level_name``, ...).
+"""
+
+from __future__ import annotations
+
+import torch
+from matplotlib.axes import Axes
+from matplotlib.patches import Rectangle
+
+LEVEL_NAMES = ("P2", "P3", "P4", "P5", "P6")  # level index 0 is P2, the finest
+
+
+def level_name(level: int) -> str:
+    """The name of FPN level index ``level``: "P2" for 0, ...; "level 7" past ``LEVEL_NAMES``."""
+    return LEVEL_NAMES[level] if 0 <= level < len(LEVEL_NAMES) else f"level {level}"
+
+
+def class_name(label: int, class_names=None) -> str:
+    """``class_names[label]`` if there is one, else the label as text."""
+    if class_names is not None and 0 <= label < len(class_names):
+        return str(class_names[label])
+    return str(label)
+
+
+def draw_box(ax: Axes, box, **style) -> Rectangle:
+    """One box ``(x1, y1, x2, y2)`` as an unfilled rectangle on ``ax``; ``style``: patch keywords."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    patch = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style)
+    ax.add_patch(patch)
+    return patch
+
+
+def draw_boxes(ax: Axes, boxes, **style) -> None:
+    """Every box of ``boxes`` (a tensor, array or list of ``(x1, y1, x2, y2)``; None: none)."""
+    if boxes is None:
+        return
+    for box in torch.as_tensor(boxes).detach().cpu().reshape(-1, 4).tolist():
+        draw_box(ax, box, **style)
+
+
+def box_tag(ax: Axes, box, text: str, colour: str) -> None:
+    """White ``text`` on a ``colour`` label just above the top-left corner of ``box``."""
+    ax.text(float(box[0]), float(box[1]) - 1, text, color="white", va="bottom",
+            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
