@@ -146,6 +146,21 @@ def test_one_vocabulary_of_steps():
 
 
 # --- constructed causes: one per stage and reason -----------------------------------------------
+CONSTRUCTED: dict[tuple[str, str], str] = {}  # (stage, reason) -> the test that constructs it
+
+
+def constructs(*cause_list):
+    """Register a test as the constructed case of these causes (it must assert them)."""
+
+    def register(test):
+        for cause in cause_list:
+            CONSTRUCTED[cause] = test.__name__
+        return test
+
+    return register
+
+
+@constructs(("shortlist", "cap"))
 def test_detection_cap(model):
     """A cap of 1: every other object is lost at the shortlist's cap."""
     image, target = shapes_val()[CLEAN_IMAGE]
@@ -156,6 +171,7 @@ def test_detection_cap(model):
     assert all(m.numbers["rank"] > 1 and m.numbers["cap"] == 1 for m in tr.misses)
 
 
+@constructs(("shortlist", "score_threshold"))
 def test_score_threshold_drops_exactly_one_object(model):
     """box_score_thresh set to the lowest matched score: that object alone is lost at the threshold."""
     image, target = shapes_val()[THRESHOLD_IMAGE]
@@ -171,6 +187,7 @@ def test_score_threshold_drops_exactly_one_object(model):
     assert not below.misses
 
 
+@constructs(("shortlist", "nms"))
 def test_class_nms_collision(model):
     """Val image 36 (CLASS_NMS_IMAGE): one object's best candidate is suppressed in class NMS by a
     detection it overlaps (IoU 0.60 > 0.5). The miss names that detection, the record agrees on
@@ -186,6 +203,7 @@ def test_class_nms_collision(model):
     assert miss.gt_index not in {m.gt_index for m in looser.misses if m.stage != "segmentation"}
 
 
+@constructs(("longlist", "pre_nms_top_k"))
 def test_pre_nms_top_k(model):
     """One anchor per level before NMS: the objects without it are lost at the level's top-k."""
     image, target = featured(0)
@@ -197,6 +215,7 @@ def test_pre_nms_top_k(model):
     assert "the level keeps 1 before NMS" in tr.misses[0].sentence()
 
 
+@constructs(("longlist", "cap"))
 def test_post_nms_top_k(model):
     """One proposal per image: every other object is lost at the post-NMS cap."""
     image, target = featured(0)
@@ -206,6 +225,7 @@ def test_post_nms_top_k(model):
     assert all(m.numbers["rank"] > 1 for m in tr.misses)
 
 
+@constructs(("longlist", "nms"))
 def test_rpn_nms(model):
     """RPN NMS at IoU 0: a proposal of a neighbouring object removes the object's proposals
     (featured(0), whose objects touch; no object is lost there at the shipped threshold)."""
@@ -221,6 +241,7 @@ def test_rpn_nms(model):
         assert m.numbers["suppressor_object_iou"] < 0.5  # the suppressor does not cover the object
 
 
+@constructs(("longlist", "small_box"), ("longlist", "score_threshold"))
 def test_small_box_and_score_threshold_in_the_longlist(model):
     image, target = featured(0)
     tr = causes(model, image, target, rpn_min_size=1000.0)
@@ -231,6 +252,7 @@ def test_small_box_and_score_threshold_in_the_longlist(model):
     assert all(m.numbers["objectness"] < 0.9999 for m in tr.misses)
 
 
+@constructs(("shortlist", "small_box"))
 def test_small_box_in_the_shortlist(model):
     image, target = featured(0)
     tr = causes(model, image, target, box_min_size=1000.0)
@@ -279,6 +301,7 @@ def _with_weights(model, edit):
     return m
 
 
+@constructs(("classification", "background"))
 def test_background(model):
     """The background logit raised by 30: every proposal says background; every object is lost there."""
     image, target = featured(0)
@@ -288,6 +311,7 @@ def test_background(model):
     assert {(x.stage, x.reason) for x in tr.misses} == {("classification", "background")}
 
 
+@constructs(("classification", "wrong_class"))
 def test_wrong_class(model):
     """Class 1's logit raised by 30: objects of other classes are lost to the wrong class; class 1's are found."""
     image, target = featured(0)
@@ -300,6 +324,7 @@ def test_wrong_class(model):
     assert {fp.kind for fp in false_positives(tr)} >= {"classification"}
 
 
+@constructs(("classification", "localisation"))
 def test_localisation_in_classification(model):
     """Every class's box shrunk 50-fold (dw, dh biases -20, weight 5): proposals cover, refined boxes do not."""
     image, target = featured(0)
@@ -311,6 +336,7 @@ def test_localisation_in_classification(model):
     assert all(x.numbers["proposal_iou"] >= 0.5 > x.numbers["refined_iou"] for x in tr.misses)
 
 
+@constructs(("longlist", "localisation"))
 def test_anchors_that_cannot_reach_the_object(model):
     """Anchors of 2 px and an RPN that does not move them: no proposal ever covers an object."""
     image, target = featured(0)
@@ -327,6 +353,7 @@ def test_anchors_that_cannot_reach_the_object(model):
     assert "no proposal covers it" in tr.misses[0].sentence()
 
 
+@constructs(("segmentation", "mask_quality"))
 def test_mask_quality(model):
     """Mask logits pushed to -50: boxes still match, every mask is empty: by mask every object is
     lost in the segmentation; by box none is."""
@@ -341,15 +368,11 @@ def test_mask_quality(model):
     assert len(by_box.matches) == len(target["labels"]) and not by_box.misses
 
 
-def test_every_cause_is_tested():
-    tested = {
-        ("longlist", "localisation"), ("longlist", "pre_nms_top_k"), ("longlist", "small_box"),
-        ("longlist", "score_threshold"), ("longlist", "nms"), ("longlist", "cap"),
-        ("classification", "localisation"), ("classification", "background"), ("classification", "wrong_class"),
-        ("shortlist", "score_threshold"), ("shortlist", "small_box"), ("shortlist", "nms"),
-        ("shortlist", "cap"), ("segmentation", "mask_quality"),
-    }  # fmt: skip
-    assert tested == set(MISS_CAUSES)
+@pytest.mark.parametrize("cause", MISS_CAUSES, ids=lambda c: f"{c[0]}-{c[1]}")
+def test_every_cause_is_constructed(cause):
+    """Each cause the trace can name has a test above that makes it happen and asserts it."""
+    assert cause in CONSTRUCTED, f"no test constructs the miss cause {cause}"
+    assert CONSTRUCTED[cause] in globals()
 
 
 def test_false_positive_kinds_follow_tide(model):

@@ -98,7 +98,10 @@ def featured(i: int) -> tuple[Tensor, dict[str, Tensor]]:
     return shapes_val()[FEATURED[i]]
 
 
-def runs(model: torch.nn.Module, dataset, batch_size: int = 8, progress: bool = True, desc: str = "evaluate",
+BATCH_SIZE = 8  # images per forward in every pass over a data set (padding depends on it: chapter 9)
+
+
+def runs(model: torch.nn.Module, dataset, batch_size: int = BATCH_SIZE, progress: bool = True, desc: str = "evaluate",
          until: str | None = None, max_images: int | None = None, resume: Sequence | None = None):  # fmt: skip
     """One pass of a model over a ``CocoDataset``: per batch, ``(indices, targets, run)``.
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from minimask import cli, coco_eval
 from minimask.coco import drop_crowd
 from minimask.config import Config
-from minimask.data import runs
+from minimask.data import BATCH_SIZE, runs
 from minimask.explain import explain_dataset
 from minimask.segmentation import paste_into_original, paste_masks
 from minimask.targets import project_masks
@@ -50,7 +50,11 @@ def run_results(run, targets: Sequence[dict], dataset, cfg: Config, repaste: boo
 
 
 def predict_dataset(
-    model: torch.nn.Module, dataset, batch_size: int = 8, progress: bool = True, pastes: Sequence[str] | None = None
+    model: torch.nn.Module,
+    dataset,
+    batch_size: int = BATCH_SIZE,
+    progress: bool = True,
+    pastes: Sequence[str] | None = None,
 ) -> list[dict] | dict[str, list[dict]]:
     """Run ``model`` over every image of a ``CocoDataset``; COCO result entries for all.
 
@@ -68,7 +72,7 @@ def predict_dataset(
 def evaluate(
     model: torch.nn.Module,
     dataset,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     progress: bool = True,
     per_class: bool = False,
     pastes: Sequence[str] | None = None,

@@ -30,7 +30,7 @@ from pycocotools import mask as mask_utils
 from torch import Tensor
 
 from minimask import coco_eval
-from minimask.data import runs
+from minimask.data import BATCH_SIZE, runs
 from minimask.trace import IOU_TYPES, MISS_CAUSES, Trace
 
 FP_KINDS: tuple[str, ...] = ("classification", "localisation", "both", "duplicate", "background")
@@ -366,7 +366,7 @@ def _fixed(coco_gt, results: list[dict], ids: list[int], misses: list[dict], fix
 def explain_dataset(
     model,
     dataset,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     progress: bool = False,
     fix_ap: bool = True,
     max_images: int | None = None,

@@ -19,7 +19,7 @@ from matplotlib.patches import Rectangle
 
 from minimask.compat import match_boxes
 from minimask.model import Run
-from minimask.viz import OKABE_ITO, _figure_and_axes, _image_array
+from minimask.viz import OKABE_ITO, _figure_and_axes, _image_array, draw_boxes
 
 ONLY_A, ONLY_B, BOTH = OKABE_ITO[0], OKABE_ITO[4], "0.6"
 
@@ -28,11 +28,6 @@ def _original(boxes: torch.Tensor, run: Run) -> torch.Tensor:
     """Boxes of the resized image in original pixels (for drawing only: the plain ratio)."""
     (h, w), (oh, ow) = run.batch.image_sizes[0], run.batch.original_sizes[0]
     return boxes.detach() * boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
-
-
-def _draw(ax: plt.Axes, boxes: torch.Tensor, colour: str, width: float) -> None:
-    for x1, y1, x2, y2 in boxes.tolist():
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=width))
 
 
 def _split(a_boxes, a_labels, b_boxes, b_labels, iou):
@@ -61,9 +56,9 @@ def _mask_difference(ma, mb, only_a, only_b, pairs, shape):
 def _boxes_panel(ax, picture, a_boxes, b_boxes, split, widths, title):
     only_a, only_b, pairs = split
     ax.imshow(picture)
-    _draw(ax, a_boxes[[i for i, _ in pairs]], BOTH, widths[0])
-    _draw(ax, a_boxes[only_a], ONLY_A, widths[1])
-    _draw(ax, b_boxes[only_b], ONLY_B, widths[1])
+    draw_boxes(ax, a_boxes[[i for i, _ in pairs]], edgecolor=BOTH, linewidth=widths[0])
+    draw_boxes(ax, a_boxes[only_a], edgecolor=ONLY_A, linewidth=widths[1])
+    draw_boxes(ax, b_boxes[only_b], edgecolor=ONLY_B, linewidth=widths[1])
     ax.set_title(f"{title}\n{len(only_a)} + {len(only_b)} differ")
 
 

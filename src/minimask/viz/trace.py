@@ -14,7 +14,6 @@ import matplotlib.colors
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from pycocotools import mask as mask_utils
 
 from minimask.explain import false_positives
@@ -23,29 +22,23 @@ from minimask.viz import (
     DROPPED_STYLE,
     FIG_WIDTH,
     GT_STYLE,
+    NOT_A_CLASS,
     _figure_and_axes,
     _image_array,
     class_color,
+    class_name,
+    draw_box,
     level_color,
     plt,
 )
 
-MISS_COLOR = "#D55E00"  # vermillion (Okabe-Ito): a missed object's label
+MISS_COLOR = NOT_A_CLASS  # a missed object's label: never a class colour
 
 
 def _orig(trace, box) -> list[float]:
     """A resized-image box (4,) -> original-image pixels, as a list."""
     b = torch.as_tensor(box, dtype=torch.float32).reshape(1, 4)
     return resize_boxes(b, trace.image_size, trace.original_size)[0].tolist()
-
-
-def _rect(ax, box, **style) -> None:
-    x1, y1, x2, y2 = box
-    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style))
-
-
-def _name(class_names, label: int) -> str:
-    return class_names[label] if class_names is not None and label < len(class_names) else f"class {label}"
 
 
 def _zoom(ax, boxes: list[list[float]], size: tuple[int, int], margin: float = 0.35) -> None:
@@ -86,34 +79,34 @@ def lineage(image, trace, detection: int, class_names=None, gt_index: int | None
     titles = [
         f"1. anchor P{a.level + 2}, {a.size:g} px, {a.aspect_ratio:g}:1\nobjectness {lin.objectness:.2f}, #{lin.level_rank}",
         f"2. proposal #{lin.longlist_rank}\npooled on P{lin.roi_level + 2}",
-        f"3. {_name(class_names, lin.label)} p={lin.class_probs[lin.label]:.2f}\nrefined, {len(lin.suppressed)} suppressed",
+        f"3. {class_name(lin.label, class_names)} p={lin.class_probs[lin.label]:.2f}\nrefined, {len(lin.suppressed)} suppressed",
         f"4. mask\nscore {lin.score:.2f}",
     ]
     for i, ax in enumerate(axes):
         ax.imshow(picture, interpolation="nearest")
         if gt is not None:
-            _rect(ax, gt, **GT_STYLE)
+            draw_box(ax, gt, **GT_STYLE)
         if i == 0:
-            _rect(ax, anchor, edgecolor=level, linewidth=2)
+            draw_box(ax, anchor, edgecolor=level, linewidth=2)
         elif i == 1:
-            _rect(ax, anchor, edgecolor=level, linewidth=1, linestyle=":")
-            _rect(ax, proposal, edgecolor=level, linewidth=2)
+            draw_box(ax, anchor, edgecolor=level, linewidth=1, linestyle=":")
+            draw_box(ax, proposal, edgecolor=level, linewidth=2)
         elif i == 2:
             for box in suppressed:
-                _rect(ax, box, **{**DROPPED_STYLE, "color": None}, edgecolor=DROPPED_STYLE["color"])
-            _rect(ax, proposal, edgecolor=level, linewidth=1, linestyle=":")
-            _rect(ax, refined, edgecolor=colour, linewidth=2)
+                draw_box(ax, box, **{**DROPPED_STYLE, "color": None}, edgecolor=DROPPED_STYLE["color"])
+            draw_box(ax, proposal, edgecolor=level, linewidth=1, linestyle=":")
+            draw_box(ax, refined, edgecolor=colour, linewidth=2)
         else:
             mask = lin.mask.numpy() >= trace.config.mask_threshold
             overlay = np.zeros((*mask.shape, 4))
             overlay[mask] = (*matplotlib.colors.to_rgb(colour), 0.5)
             ax.imshow(overlay, interpolation="nearest")
-            _rect(ax, refined, edgecolor=colour, linewidth=2)
+            draw_box(ax, refined, edgecolor=colour, linewidth=2)
         _zoom(ax, [anchor, proposal, refined] + ([gt] if gt else []), size)
         ax.set_title(titles[i], loc="left")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"Detection {detection} ({_name(class_names, lin.label)}): where it came from")
+    fig.suptitle(f"Detection {detection} ({class_name(lin.label, class_names)}): where it came from")
     fig.tight_layout()
     return fig
 
@@ -143,9 +136,9 @@ def _miss_boxes(ax, trace, m) -> list[list[float]]:
         ax.imshow(overlay, interpolation="nearest")
         sup, colour = trace.boxes_orig[d].tolist(), class_color(label)
     if box is not None:
-        _rect(ax, box, color=DROPPED_STYLE["color"], linestyle=":", linewidth=1.5)
+        draw_box(ax, box, color=DROPPED_STYLE["color"], linestyle=":", linewidth=1.5)
     if sup is not None:
-        _rect(ax, sup, edgecolor=colour, linewidth=2)
+        draw_box(ax, sup, edgecolor=colour, linewidth=2)
     return [b for b in (box, sup) if b is not None]
 
 
@@ -184,8 +177,8 @@ def miss(image, trace, gt_index: int, class_names=None) -> Figure:
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(FIG_WIDTH, 8.4), gridspec_kw={"height_ratios": [1, 1.25]})
     ax.imshow(_image_array(image), interpolation="nearest")
     gt = trace.target["boxes"][gt_index].tolist()
-    _rect(ax, gt, **GT_STYLE)
-    name = _name(class_names, int(trace.target["labels"][gt_index]))
+    draw_box(ax, gt, **GT_STYLE)
+    name = class_name(int(trace.target["labels"][gt_index]), class_names)
     shown = [gt] + (_miss_boxes(ax, trace, m) if m is not None else [])
     ax.set_title(f"object {gt_index} ({name})\n" + (f"{m.stage}: {m.words}" if m is not None else "matched"))
     _zoom(ax, shown, trace.original_size, margin=0.6)
@@ -225,14 +218,14 @@ def errors(image, trace, class_names=None, ax=None, title: str | None = None) ->
     for d in sorted(range(len(boxes)), key=lambda d: d in matched):  # false positives first, below
         colour = class_color(labels[d])
         if d in matched:
-            _rect(ax, boxes[d], edgecolor=colour, linewidth=2)
-            _label(ax, boxes[d], f"{_name(class_names, labels[d])} {scores[d]:.2f}", colour, width, above=True)
+            draw_box(ax, boxes[d], edgecolor=colour, linewidth=2)
+            _label(ax, boxes[d], f"{class_name(labels[d], class_names)} {scores[d]:.2f}", colour, width, above=True)
         elif d in kinds:
-            _rect(ax, boxes[d], edgecolor=colour, linewidth=1, linestyle=":")
+            draw_box(ax, boxes[d], edgecolor=colour, linewidth=1, linestyle=":")
     lost = trace.misses if trace.target is not None else []
     for m in lost:
         box = trace.target["boxes"][m.gt_index].tolist()
-        _rect(ax, box, **GT_STYLE)
+        draw_box(ax, box, **GT_STYLE)
         _label(ax, box, f"missed: {m.words}", MISS_COLOR, width, above=False)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
