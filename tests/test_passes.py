@@ -13,7 +13,7 @@ import torch
 from minimask import load_pretrained
 from minimask.coco_eval import to_results
 from minimask.data import runs, shapes_val
-from minimask.evaluate import run_results
+from minimask.evaluate import evaluate, run_results
 from minimask.explain import explain_dataset
 
 N_IMAGES = 6  # val 0..5: a few ordinary images, enough detections to exercise every step
@@ -167,3 +167,12 @@ def test_explain_with_the_matched_masks_only_equals_the_full_trace_of_each_image
                 theirs.append((int(target["image_id"]), m.gt_index, m.stage, m.reason))
     assert ours == theirs
     assert any(reason == "mask_quality" for *_, reason in theirs), "no mask miss in these images: pick more"
+
+
+def test_one_box_ap_for_the_model(model, val):
+    """The box AP the data-set report states is the one ``evaluate`` states (both COCOeval, the
+    same batches of ``data.BATCH_SIZE``): the book quotes one number."""
+    report = explain_dataset(model, val, fix_ap=False, iou_type="bbox", progress=False)
+    stats = evaluate(model, val, progress=False)["bbox"]
+    assert report.ap["AP"] == pytest.approx(stats["AP"], abs=1e-12)
+    assert report.ap["AP50"] == pytest.approx(stats["AP50"], abs=1e-12)
