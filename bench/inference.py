@@ -29,6 +29,7 @@ import torchvision
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from minimask import Config, compat
+from minimask.data import noise_images
 from minimask.paste import paste_masks
 
 
@@ -53,14 +54,8 @@ def report(name: str, tv_times: list[float], our_times: list[float]) -> float:
 
 
 def test_images(seed: int, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """Smooth random images: blurred noise plus a little fine noise."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for h, w in sizes:
-        coarse = torch.rand(1, 3, h // 16 + 2, w // 16 + 2, generator=g)
-        fine = torch.rand(1, 3, h, w, generator=g) * 0.2
-        out.append((torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear") * 0.8 + fine)[0])
-    return out
+    """Smooth random images: blurred noise plus a little fine noise (``data.noise_images``)."""
+    return noise_images(seed, sizes)
 
 
 def paste_inputs(seed: int, n: int = 100, size: tuple[int, int] = (480, 640)) -> tuple[torch.Tensor, torch.Tensor]:

@@ -237,7 +237,8 @@ def test_make_shapes_is_byte_identical_for_a_seed(tmp_path):
 
 
 def test_committed_val_split_is_what_the_generator_makes(tmp_path):
-    """Oracle: regenerating data/shapes/val with SHAPES_VAL_SEED gives the committed bytes."""
+    """A golden-file check: regenerating data/shapes/val with SHAPES_VAL_SEED gives the committed
+    bytes (the generator's determinism is tested on fresh folders above)."""
     if not (data.SHAPES_VAL / "annotations.json").is_file():
         pytest.fail(f"the committed val split is missing at {data.SHAPES_VAL}")
     fresh = data.make_shapes(tmp_path / "val", "val", data.SHAPES_VAL_N, data.SHAPES_VAL_SEED)

@@ -20,6 +20,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 import minimask
 from minimask import Config, MaskRCNN, compat
+from minimask.data import noise_images
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,14 +48,7 @@ def assert_same_detections(expected: list[dict], ours: list[dict], min_count: in
 
 
 def images(seed: int, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """Smooth random images (blurred noise), so features and detections are not pure noise."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for h, w in sizes:
-        coarse = torch.rand(1, 3, h // 16 + 2, w // 16 + 2, generator=g)
-        fine = torch.rand(1, 3, h, w, generator=g) * 0.2
-        out.append((torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear") * 0.8 + fine)[0])
-    return out
+    return noise_images(seed, sizes)
 
 
 # --- the COCO architecture, random weights --------------------------------------------------

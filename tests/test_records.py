@@ -15,7 +15,7 @@ from helpers_records import check_partition, check_suppressors
 
 from minimask import boxes as B
 from minimask import compat, load_pretrained
-from minimask.data import featured
+from minimask.data import featured, noise_images
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,7 @@ def r50_model():
 
 
 def smooth_image(seed: int, h: int, w: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, h // 16 + 2, w // 16 + 2, generator=g)
-    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear")[0]
+    return noise_images(seed, [(h, w)])[0]
 
 
 def check_run(run) -> None:

@@ -98,6 +98,19 @@ def featured(i: int) -> tuple[Tensor, dict[str, Tensor]]:
     return shapes_val()[FEATURED[i]]
 
 
+def noise_images(seed: int, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Smooth random images (blurred noise plus a little fine noise), one per ``(h, w)`` in
+    ``sizes``: inputs with no object on which a randomly initialised model's features and
+    detections are not pure noise (the tests and benches compare models on them)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for h, w in sizes:
+        coarse = torch.rand(1, 3, h // 16 + 2, w // 16 + 2, generator=g)
+        fine = torch.rand(1, 3, h, w, generator=g) * 0.2
+        out.append((torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear") * 0.8 + fine)[0])
+    return out
+
+
 BATCH_SIZE = 8  # images per forward in every pass over a data set (padding depends on it: chapter 9)
 
 

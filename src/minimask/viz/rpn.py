@@ -30,7 +30,7 @@ from minimask import boxes as box_ops
 from minimask.longlist import nms_groups
 from minimask.objectness import anchor_verdicts
 from minimask.viz import DROPPED_STYLE, FIG_WIDTH, GT_STYLE, OKABE_ITO, _figure_and_axes, _image_array, level_color
-from minimask.viz._draw import draw_box, draw_boxes, level_name
+from minimask.viz._draw import LEVEL_NAMES, draw_box, draw_boxes, level_name
 
 SMALL = 10.0  # points: titles and labels of small panels (the book's default is viz.FONT_SIZE)
 STEP_LABELS = {
@@ -503,12 +503,12 @@ def proposals(
     for box, level in zip(longlist.boxes[:n].flip(0).tolist(), longlist.anchor_level[:n].flip(0).tolist(), strict=True):
         draw_box(ax, box, edgecolor=level_color(level), linewidth=1.5)
     draw_boxes(ax, gt_boxes, **GT_STYLE)
-    seen = sorted(set(longlist.anchor_level[:n].tolist()))
-    handles = [Patch(color=level_color(lv), label=level_name(lv)) for lv in seen]
+    # every level in the legend, shown or not, so that frames of a slider share one layout
+    handles = [Patch(color=level_color(lv), label=level_name(lv)) for lv in range(len(LEVEL_NAMES))]
     handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
-    ax.legend(handles=handles, fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=6, frameon=False)
+    fig.legend(handles=handles, fontsize=SMALL, loc="lower center", ncol=3, frameon=False)
     ax.set_title(title or f"the {n} best of {len(longlist)} proposals", fontsize=SMALL)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
     return fig
 
 
