@@ -336,37 +336,42 @@ def detections_panel(
     dropped: Mapping[str, object] | None = None,
     gt_boxes=None,
     title: str | None = None,
-    numbers: bool = False,
+    numbers: bool | int = False,
     tags: bool = True,
     zoom: float | None = None,
     legend_columns: int = 2,
 ) -> Figure:
     """Chapter 6. Detections (solid, class colour, "class score") and dropped candidates.
 
-    ``dropped``: reason -> boxes (n, 4), drawn grey in the style of ``FATE_STYLES`` with the
-    reason and count in the legend. ``numbers``: tag each detection with its rank (0 = best)
-    instead of its class and score; ``tags=False``: no tags. ``zoom``: show only the
+    ``dropped``: reason -> boxes (n, 4), or (boxes, how many the step dropped in all), drawn grey
+    in the style of ``FATE_STYLES`` with the reason and count in the legend. ``numbers``: tag
+    detections with their rank (0 = best) instead of class and score, all of them or (an int)
+    only the best ``numbers``, so that tags do not pile up on a crowded picture; ``tags=False``:
+    no tags. ``zoom``: show only the
     detections and ground truth plus this margin (pixels).
     """
     fig, ax = _figure_and_axes(ax, (4.6, 4.8))
     size = _show(ax, image)
     handles = []
     for reason, rows in (dropped or {}).items():
+        rows, total = rows if isinstance(rows, tuple) else (rows, None)
         rows = torch.as_tensor(rows).reshape(-1, 4)
         style = FATE_STYLES.get(reason, DROPPED_STYLE)
         draw_boxes(ax, rows, **style)
-        handles.append(Line2D([], [], **style, label=f"{FATE_LABELS.get(reason, reason)}: {len(rows)}"))
+        count = f"{len(rows)}" if total is None or total == len(rows) else f"{total} ({len(rows)} drawn)"
+        handles.append(Line2D([], [], **style, label=f"{FATE_LABELS.get(reason, reason)}: {count}"))
     if gt_boxes is not None:
         draw_boxes(ax, gt_boxes, **GT_STYLE)
         handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
     boxes = torch.as_tensor(boxes).detach().reshape(-1, 4)
     labels = torch.as_tensor(labels).reshape(-1).tolist()
     scores = torch.as_tensor(scores).detach().reshape(-1).tolist()
+    tagged = len(labels) if numbers is True or not numbers else int(numbers)
     for rank in reversed(range(len(labels))):
         colour = class_color(int(labels[rank]))
         draw_box(ax, boxes[rank], color=colour, linewidth=2)
         text = f"{rank}" if numbers else f"{class_name(int(labels[rank]), class_names)} {scores[rank]:.2f}"
-        if tags:
+        if tags and rank < tagged:
             box_tag(ax, boxes[rank], text, colour)
     for k in sorted(set(int(v) for v in labels)):
         handles.insert(0, Line2D([], [], color=class_color(k), linewidth=2,

@@ -341,7 +341,7 @@ def anchor_targets(rpn, gt: int, picture, anchor_level=None, axes=None, min_iou:
     draw_boxes(left, rpn.gt_boxes[gt : gt + 1], **GT_STYLE)
     counts = {k: sum(1 for r in near if names[r] == k) for k in VERDICT_COLORS}
     positives = counts["positive"] + counts["best anchor"]
-    left.set_title(f"object {gt}: {positives} positive, {counts['ignored']} ignored anchors", fontsize=SMALL)
+    left.set_title(f"object {gt}: {positives} positive,\n{counts['ignored']} ignored anchors", fontsize=SMALL)
     levels = rpn.anchors.new_zeros(len(iou)) if anchor_level is None else torch.as_tensor(anchor_level)
     jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(near))
     for verdict, colour in VERDICT_COLORS.items():
@@ -361,7 +361,7 @@ def anchor_targets(rpn, gt: int, picture, anchor_level=None, axes=None, min_iou:
     right.set_xlabel(f"IoU with object {gt}", fontsize=SMALL)
     right.tick_params(labelsize=SMALL)
     n_drawn = sum(1 for r in near if drawn[r])
-    right.set_title(f"{len(near)} anchors at IoU ≥ {min_iou:g}; filled: {n_drawn} drawn", fontsize=SMALL)
+    right.set_title(f"{len(near)} anchors at IoU ≥ {min_iou:g}\n(filled: {n_drawn} drawn)", fontsize=SMALL)
     right.legend(
         fontsize=9,
         frameon=False,
