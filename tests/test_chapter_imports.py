@@ -6,7 +6,7 @@ everywhere: ``config``, ``boxes``, ``fates``, ``data`` (the data set), ``coco_ev
 bridge to pycocotools: COCO results, IoU, matching, AP), ``viz`` and its submodules, and
 the top-level ``Config`` and ``load_pretrained`` (how a reader gets the model). ``compat``
 (chapter 9's bridge to torchvision, explained in chapter 11) is allowed in the chapter's
-last code cell, the parity check against torchvision.
+closing section (the code cells after its last heading), the parity check against torchvision.
 
 The test parses the ``import``/``from`` statements of every code cell of ``chapters/*.md``
 with ``ast``; the oracle is the chapter map below (DESIGN.md "Chapters and modules").
@@ -80,9 +80,19 @@ EXCEPTIONS = {
 
 def code_cells(text: str) -> list[str]:
     """The source of each code cell of a MyST notebook, as jupytext reads it (options removed)."""
+    return [source for source, _ in _cells(text)]
+
+
+def _cells(text: str) -> list[tuple[str, bool]]:
+    """(source, in the closing section) of each code cell: the closing section is what follows
+    the last markdown heading."""
     import jupytext
 
-    return [cell.source for cell in jupytext.reads(text, fmt="md:myst").cells if cell.cell_type == "code"]
+    cells = jupytext.reads(text, fmt="md:myst").cells
+    headings = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and any(
+        line.startswith("#") for line in c.source.splitlines())]  # fmt: skip
+    last = headings[-1] if headings else -1
+    return [(c.source, i > last) for i, c in enumerate(cells) if c.cell_type == "code"]
 
 
 def minimask_imports(source: str) -> list[tuple[str, int]]:
@@ -114,10 +124,8 @@ def minimask_imports(source: str) -> list[tuple[str, int]]:
 def violations(chapter: str, text: str) -> list[str]:
     """Every import of ``chapter``'s text that breaks the rule, as a message."""
     number = CHAPTERS[chapter]
-    cells = code_cells(text)
     out = []
-    for index, source in enumerate(cells):
-        last = index == len(cells) - 1
+    for index, (source, closing) in enumerate(_cells(text)):
         for name, line in minimask_imports(source):
             if name in ALWAYS_NAMES or name in SHARED:
                 continue
@@ -125,7 +133,7 @@ def violations(chapter: str, text: str) -> list[str]:
             if module not in MODULE_CHAPTER:
                 out.append(f"cell {index}, line {line}: minimask.{name} is not in the chapter map")
                 continue
-            if module in PARITY_MODULES and last:
+            if module in PARITY_MODULES and closing:
                 continue
             if (chapter, module) in EXCEPTIONS:
                 continue
@@ -159,8 +167,10 @@ def test_the_rule_catches_a_later_module():
         "```{code-cell} ipython3\n:tags: [remove-cell]\nfrom minimask import Config, data, viz\n"
         "from minimask.objectness import score_anchors\nimport minimask.boxes\n```\n"
     )
-    parity_early = "```{code-cell} ipython3\nfrom minimask import compat\n```\n" + earlier
-    parity_last = earlier + "```{code-cell} ipython3\nfrom minimask import compat\n```\n"
+    parity = "```{code-cell} ipython3\nfrom minimask import compat\n```\n"
+    parity_early = "# T\n\n" + parity + "\n## Then\n\n" + earlier
+    # the closing section (after the last heading) may span cells with prose between them
+    parity_last = "# T\n\n" + earlier + "\n## Check\n\n" + parity + "\nProse.\n\n" + parity
     top_level_model = "```{code-cell} ipython3\nfrom minimask import MaskRCNN\n```\n"
     unknown = "```{code-cell} ipython3\nfrom minimask.nowhere import x\n```\n"
     assert violations("longlist", later)

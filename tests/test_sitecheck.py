@@ -157,6 +157,24 @@ def test_lint_finds_long_lines_in_shown_cells_only(tmp_path):
     assert [p.split(":")[1] for p in problems] == ["4", "17"], problems
 
 
+def test_lint_finds_long_cells_shown_and_hidden(tmp_path):
+    chapter = tmp_path / "c.md"
+    shown, hidden = lint_chapters.SHOWN_LINES, lint_chapters.HIDDEN_LINES
+    cell = "```{{code-cell}} ipython3\n{options}{body}\n```\n\n"
+    lines = lambda n: "\n".join(f"x{i} = {i}" for i in range(n))  # noqa: E731
+    chapter.write_text(
+        "# T\n\n"
+        + cell.format(options="", body=lines(shown))  # at the limit: fine
+        + cell.format(options="", body=lines(shown + 1))  # one over
+        + cell.format(options=":tags: [remove-input]\n", body=lines(hidden))  # hidden, at its limit
+        + cell.format(options="---\ntags: [remove-input]\n---\n", body=lines(hidden + 1))
+    )
+    problems = lint_chapters.long_cells(chapter)
+    assert len(problems) == 2, problems
+    assert f"shown code cell of {shown + 1} lines" in problems[0]
+    assert f"hidden code cell of {hidden + 1} lines" in problems[1]
+
+
 @pytest.mark.slow
 def test_kernel_figures_are_pictures_whatever_mplbackend():
     """In a Jupyter kernel started with MPLBACKEND=Agg (CI images set it), importing viz still

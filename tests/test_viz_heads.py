@@ -114,3 +114,26 @@ def test_detections_panel_and_funnel_and_ledger():
 def test_resized_image():
     out = heads.resized_image(torch.rand(3, 20, 30), (40, 60))
     assert out.shape == (3, 40, 60) and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_nms_frame_draws_the_best_removed_and_counts_all():
+    """The shipped model's shortlist of a featured image: every detection and the ``best``
+    candidates NMS removed are drawn, and the legend counts every removed candidate."""
+    from minimask import load_pretrained
+    from minimask.data import featured
+    from minimask.shortlist import flatten_candidates
+
+    image, _ = featured(0)
+    run = load_pretrained("shapes").run([image])
+    c, s = run.classification[0], run.shortlist[0]
+    boxes, scores, _ = flatten_candidates(c)
+    gone = len(s.dropped["nms"])
+    assert gone > 3 and len(s) > 0
+    picture = heads.resized_image(image, run.batch.image_sizes[0])
+    fig = heads.nms_frame(picture, s, boxes, scores, best=3, title="frame")
+    ax = fig.axes[0]
+    assert len(rectangles(ax)) == len(s) + 3
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"{heads.FATE_LABELS['nms']}: {gone} (3 best drawn)" in legend
+    assert ax.get_title() == "frame"
+    plt.close(fig)

@@ -20,7 +20,7 @@ from torchvision.ops import box_iou, clip_boxes_to_image
 from minimask import Config
 from minimask.boxes import iou
 from minimask.fates import CODE
-from minimask.longlist import coverage_ledger, funnel_per_level, nms_groups
+from minimask.longlist import coverage_ledger, funnel_per_level, nms_groups, select_longlist
 from minimask.model import MaskRCNN
 from minimask.objectness import anchor_verdicts
 from minimask.targets import rpn_targets
@@ -196,3 +196,22 @@ def test_proposals_and_sweep(records):
     assert fig.axes[0].get_title() == "two" and len(_rectangles(fig)) == min(2, len(ll))
     fig = rpn.sweep([1, 2, 3], [0.5, 0.6, 0.7], [10, 20, 30], "x", marked=2)
     assert len(fig.axes) == 2 and all(ax.lines for ax in fig.axes)
+
+
+def test_cap_and_nms_sweeps_draws_both_sweeps_of_a_real_longlist(records):
+    cfg, obj, gt = records["cfg"], records["run"].objectness[0], records["gt"]
+    caps, thresholds = [2, 5, 20], [0.5, 0.7]
+    uncapped = select_longlist(obj, cfg.replace(rpn_post_nms_top_n_test=10**6))
+    cap_recall = [float((box_iou(gt, uncapped.boxes[:k]) >= 0.5).any(1).float().mean()) for k in caps]
+    cap_size = [min(k, len(uncapped)) for k in caps]
+    nms_size = [len(select_longlist(obj, cfg.replace(rpn_nms_thresh=t))) for t in thresholds]
+    nms_recall = [0.5, 1.0]
+    fig = rpn.cap_and_nms_sweeps((caps, cap_recall, cap_size, 5), (thresholds, nms_recall, nms_size, 0.7))
+    assert len(fig.axes) == 4
+    expected = [(caps, cap_recall, 5), (caps, cap_size, 5), (thresholds, nms_recall, 0.7), (thresholds, nms_size, 0.7)]
+    for ax, (xs, ys, marked) in zip(fig.axes, expected, strict=True):
+        curve, shipped = ax.lines
+        assert list(curve.get_xdata()) == xs and list(curve.get_ydata()) == ys
+        assert list(shipped.get_xdata()) == [marked, marked] and shipped.get_linestyle() == "--"
+    assert [ax.get_xscale() for ax in fig.axes] == ["log", "log", "linear", "linear"]
+    assert fig.axes[3].get_ylabel() == "proposals after NMS (mean)"

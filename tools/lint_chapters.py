@@ -1,9 +1,12 @@
-"""Lint the chapters: every line of a code cell fits the page's text column.
+"""Lint the chapters: code a reader sees fits the column and teaches; hidden code stays short.
 
 The book's column shows about 80 characters of code at 1280 px (the site check measures it), so a
 longer line makes the reader scroll sideways. This checks every ```{code-cell}``` of
 ``chapters/*.md``; a cell tagged ``remove-cell`` or ``remove-input`` is exempt, since its code is
-never shown. Usage: ``python tools/lint_chapters.py [--max 80] [files...]``; exits 1 on a long line.
+never shown. And cell length: a shown cell teaches one thing in at most ``SHOWN_LINES`` lines; a
+hidden one (it still runs in JupyterLab, where a reader meets it) at most ``HIDDEN_LINES``:
+longer plumbing belongs in the library. Usage:
+``python tools/lint_chapters.py [--max 80] [files...]``; exits 1 on any problem.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 MAX_COLUMNS = 80
+SHOWN_LINES = 15
+HIDDEN_LINES = 20
 FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})\{code-cell\}")
 HIDDEN_TAGS = {"remove-cell", "remove-input"}
 
@@ -64,6 +69,17 @@ def long_lines(path: Path, limit: int = MAX_COLUMNS) -> list[str]:
     return problems
 
 
+def long_cells(path: Path, shown: int = SHOWN_LINES, hidden: int = HIDDEN_LINES) -> list[str]:
+    """A problem for each code cell longer than its limit (lines of code, options excluded)."""
+    problems = []
+    for first, code, tags in code_cells(path.read_text(encoding="utf-8")):
+        limit, kind = (hidden, "hidden") if tags & HIDDEN_TAGS else (shown, "shown")
+        code = "\n".join(code).strip("\n").splitlines()  # the blank line after the options is no code
+        if len(code) > limit:
+            problems.append(f"{path}:{first}: a {kind} code cell of {len(code)} lines (at most {limit})")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", type=Path)
@@ -71,11 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = args.files or sorted(Path("chapters").glob("*.md"))
     problems = [p for f in files for p in long_lines(f, args.max)]
-    for problem in problems:
+    cells = [p for f in files for p in long_cells(f)]
+    for problem in problems + cells:
         print(problem)
     if problems:
         print(f"{len(problems)} code-cell lines longer than {args.max} characters (the page's column)")
-    return 1 if problems else 0
+    if cells:
+        print(f"{len(cells)} code cells longer than {SHOWN_LINES} lines (shown) or {HIDDEN_LINES} (hidden)")
+    return 1 if problems or cells else 0
 
 
 if __name__ == "__main__":

@@ -372,3 +372,23 @@ def detections(
     ax.set_yticks([])
     ax.set_title(title or f"{len(output['scores'])} detections")
     return fig
+
+
+def loss_curves(log, names, ax: plt.Axes | None = None, title: str | None = None) -> Figure:
+    """Chapter 9. Training losses against the iteration, one line per loss, log scale.
+
+    ``log``: rows (dicts) with an ``"iteration"`` and a value for each of ``names``, as in
+    the shipped ``shapes_loss_log.jsonl``; the legend names each loss below the axes.
+    """
+    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 4.8))
+    its = [row["iteration"] for row in log]
+    for i, name in enumerate(names):
+        ax.plot(its, [row[name] for row in log], label=name, color=OKABE_ITO[i % len(OKABE_ITO)], linewidth=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (log scale)")
+    if title:
+        ax.set_title(title)
+    ax.legend(ncol=3, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    fig.tight_layout()
+    return fig

@@ -436,3 +436,35 @@ def recall_ledger(
     ax.set_title(title or f"ground-truth objects still covered after each step{suffix}")
     fig.tight_layout()
     return fig
+
+
+def nms_frame(
+    image,
+    shortlist,
+    candidate_boxes,
+    candidate_scores,
+    class_names: Sequence[str] | None = None,
+    gt_boxes=None,
+    title: str | None = None,
+    best: int = 40,
+) -> Figure:
+    """Chapter 6. One frame of the NMS-threshold slider: a ``Shortlist``'s detections and the
+    ``best`` best-scoring candidates its NMS removed (grey dotted), zoomed on the detections.
+
+    ``candidate_boxes``, ``candidate_scores``: every candidate (``flatten_candidates``), rows as
+    in ``Shortlist.dropped``. The legend counts every candidate NMS removed, not only those drawn.
+    """
+    gone = shortlist.dropped["nms"]
+    drawn = gone[candidate_scores[gone].argsort(descending=True)][:best]
+    fig, ax = plt.subplots(figsize=(4.4, 4.6))
+    detections_panel(
+        image, shortlist.boxes, shortlist.labels, shortlist.scores, class_names, ax=ax,
+        dropped={"nms": candidate_boxes[drawn]}, gt_boxes=gt_boxes, title=title, tags=False, zoom=6,
+        legend_columns=1,
+    )  # fmt: skip
+    label = FATE_LABELS["nms"]
+    for text in ax.get_legend().get_texts():
+        if text.get_text().startswith(label):
+            shown = f" ({len(drawn)} best drawn)" if len(drawn) < len(gone) else ""
+            text.set_text(f"{label}: {len(gone)}{shown}")
+    return fig

@@ -514,6 +514,7 @@ def proposals(
 
 __all__ = [
     "anchor_grid",
+    "cap_and_nms_sweeps",
     "anchor_targets",
     "anchors_to_boxes",
     "funnel",
@@ -527,3 +528,23 @@ __all__ = [
     "sweep",
     "unnormalize",
 ]
+
+
+def cap_and_nms_sweeps(cap_sweep, nms_sweep) -> Figure:
+    """Chapter 4. Two ``sweep`` rows: the post-NMS cap (top, log x) and the NMS threshold (bottom).
+
+    Each argument is ``(values, recall, size, marked)``: the field's values, the recall and the
+    mean proposal count at each, and the shipped value (dashed). The bottom size is counted
+    after NMS and before the cap, so its axis says so.
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(FIG_WIDTH, 5.6))
+    for row, name, (values, recall, size, marked) in (
+        (0, "rpn_post_nms_top_n_test", cap_sweep),
+        (1, "rpn_nms_thresh", nms_sweep),
+    ):
+        sweep(values, recall, size, name, marked=marked, axes=axes[row])
+    axes[1, 1].set_ylabel("proposals after NMS (mean)", fontsize=9)
+    axes[0, 0].set_xscale("log")
+    axes[0, 1].set_xscale("log")
+    fig.tight_layout()
+    return fig
