@@ -134,6 +134,6 @@ def test_nms_frame_draws_the_best_removed_and_counts_all():
     ax = fig.axes[0]
     assert len(rectangles(ax)) == len(s) + 3
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert f"{heads.FATE_LABELS['nms']}: {gone} (3 best drawn)" in legend
+    assert f"{heads.FATE_LABELS['nms']}: {gone} (3 drawn)" in legend
     assert ax.get_title() == "frame"
     plt.close(fig)

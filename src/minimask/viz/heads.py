@@ -459,12 +459,7 @@ def nms_frame(
     fig, ax = plt.subplots(figsize=(4.4, 4.6))
     detections_panel(
         image, shortlist.boxes, shortlist.labels, shortlist.scores, class_names, ax=ax,
-        dropped={"nms": candidate_boxes[drawn]}, gt_boxes=gt_boxes, title=title, tags=False, zoom=6,
-        legend_columns=1,
+        dropped={"nms": (candidate_boxes[drawn], len(gone))}, gt_boxes=gt_boxes, title=title, tags=False,
+        zoom=6, legend_columns=1,
     )  # fmt: skip
-    label = FATE_LABELS["nms"]
-    for text in ax.get_legend().get_texts():
-        if text.get_text().startswith(label):
-            shown = f" ({len(drawn)} best drawn)" if len(drawn) < len(gone) else ""
-            text.set_text(f"{label}: {len(gone)}{shown}")
     return fig
