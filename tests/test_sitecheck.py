@@ -144,7 +144,8 @@ def test_only_the_theme_error_is_ignored(results):
     assert results["theme_error.html"] == []
 
 
-def test_lint_finds_long_lines_in_shown_cells_only(tmp_path):
+def test_lint_finds_long_lines_in_every_code_cell(tmp_path):
+    """Hidden cells too (JupyterLab shows their code); not the options block, not plain code blocks."""
     chapter = tmp_path / "c.md"
     long = "x = " + "1 + " * 25 + "1"
     chapter.write_text(
@@ -154,7 +155,7 @@ def test_lint_finds_long_lines_in_shown_cells_only(tmp_path):
         f"```python\n{long}\n```\n"
     )
     problems = lint_chapters.long_lines(chapter)
-    assert [p.split(":")[1] for p in problems] == ["4", "17"], problems
+    assert [p.split(":")[1] for p in problems] == ["4", "9", "17"], problems
 
 
 def test_lint_finds_long_cells_shown_and_hidden(tmp_path):

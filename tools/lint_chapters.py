@@ -1,9 +1,9 @@
 """Lint the chapters: code a reader sees fits the column and teaches; hidden code stays short.
 
 The book's column shows about 80 characters of code at 1280 px (the site check measures it), so a
-longer line makes the reader scroll sideways. This checks every ```{code-cell}``` of
-``chapters/*.md``; a cell tagged ``remove-cell`` or ``remove-input`` is exempt, since its code is
-never shown. And cell length: a shown cell teaches one thing in at most ``SHOWN_LINES`` lines; a
+longer line makes the reader scroll sideways, in the book and in JupyterLab, where a hidden cell's
+code shows too. This checks every line of every ```{code-cell}``` of ``chapters/*.md`` (the
+cell's options block is not code and is not shown). And cell length: a shown cell teaches one thing in at most ``SHOWN_LINES`` lines; a
 hidden one (it still runs in JupyterLab, where a reader meets it) at most ``HIDDEN_LINES``:
 longer plumbing belongs in the library. Usage:
 ``python tools/lint_chapters.py [--max 80] [files...]``; exits 1 on any problem.
@@ -60,9 +60,7 @@ def code_cells(text: str) -> Iterator[tuple[int, list[str], set[str]]]:
 
 def long_lines(path: Path, limit: int = MAX_COLUMNS) -> list[str]:
     problems = []
-    for first, code, tags in code_cells(path.read_text(encoding="utf-8")):
-        if tags & HIDDEN_TAGS:
-            continue
+    for first, code, _ in code_cells(path.read_text(encoding="utf-8")):
         for offset, line in enumerate(code):
             if len(line) > limit:
                 problems.append(f"{path}:{first + offset}: {len(line)} > {limit} characters in a code cell")
