@@ -31,7 +31,7 @@ from torch import Tensor
 
 from minimask import coco_eval
 from minimask.data import BATCH_SIZE, runs
-from minimask.trace import IOU_TYPES, MISS_CAUSES, Trace
+from minimask.trace import IOU_TYPES, MISS_CAUSES, Trace, class_label
 
 FP_KINDS: tuple[str, ...] = ("classification", "localisation", "both", "duplicate", "background")
 SIZES: tuple[str, ...] = ("small", "medium", "large")  # COCO: area < 32^2, < 96^2, larger
@@ -111,7 +111,7 @@ def image_report(trace: Trace, class_names: list[str] | None = None) -> str:
     fps = false_positives(trace)
     lines = [text, f"{len(fps)} false positives (by box)"]
     for fp in fps:
-        name = class_names[fp.label] if class_names and fp.label < len(class_names) else f"class {fp.label}"
+        name = class_label(fp.label, class_names)
         lines.append(f"  {fp} [{name}]")
     return "\n".join(lines)
 

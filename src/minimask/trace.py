@@ -28,6 +28,7 @@ indices; Detectron2's ``fast_rcnn_inference`` returns the kept proposal indices 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -112,6 +113,11 @@ SENTENCES: dict[tuple[str, str], str] = {
 def _ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n:,}{suffix}"
+
+
+def class_label(label: int, class_names: Sequence[str] | None = None) -> str:
+    """A class in words: its name where ``class_names`` has one, else "class <label>"."""
+    return class_names[label] if class_names and label < len(class_names) else f"class {label}"
 
 
 def _last_step(record, codes: Tensor) -> str:
@@ -682,20 +688,16 @@ class Trace:
 
     def report(self, class_names: list[str] | None = None) -> str:
         """A short text report: detections with their lineage, then the matched count and the misses."""
-
-        def name(label: int) -> str:
-            return class_names[label] if class_names and label < len(class_names) else f"class {label}"
-
         lines = [f"{len(self.shortlist)} detections"]
         for lin in self.detections:
-            lines.append(f"  {lin.describe()} [{name(lin.label)}]")
+            lines.append(f"  {lin.describe()} [{class_label(lin.label, class_names)}]")
         if self.target is not None:
             by = "mask" if self.iou_type == "segm" else "box"
             lines.append(f"{len(self.matches)} of {len(self.crowd) - sum(self.crowd)} objects matched at IoU "
                          f"{IOU_MATCH} (by {by})")  # fmt: skip
             lines.append(f"{len(self.misses)} missed")
             for m in self.misses:
-                lines.append(f"  {m} [{name(m.label)}]")
+                lines.append(f"  {m} [{class_label(m.label, class_names)}]")
         return "\n".join(lines)
 
 
