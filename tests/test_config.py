@@ -143,7 +143,13 @@ def _bad_values(check: tuple, good):
         return ["no such choice", None]
     if kind == "tuple":
         n, item = check[1], check[2]
-        bad = [list(good), (*good, good[0]) if n is not None else ()]
+        if not good:  # "*": () is good; a one-item tuple of the item's lower bound too
+            good = (item[1],)
+        bad = [list(good)]
+        if n is None:
+            bad.append(())
+        elif isinstance(n, int):
+            bad.append((*good, good[0]))
         bad += [(v, *good[1:]) for v in _bad_values(item, good[0])]
         return bad
     raise AssertionError(f"unknown check {check!r}")

@@ -453,8 +453,8 @@ def test_config_yaml_with_base_files(tmp_path):
     cfg = config_from_detectron2(values)
     assert (cfg.num_classes, cfg.box_score_thresh, cfg.rpn_post_nms_top_n_test) == (4, 0.5, 500)
     assert cfg.replace(num_classes=81, box_score_thresh=0.05, rpn_post_nms_top_n_test=1000) == D2
-    (tmp_path / "kp.yaml").write_text("MODEL:\n  KEYPOINT_ON: True\n  RESNETS:\n    DEPTH: 101\n")
-    with pytest.raises(ValueError, match="MODEL.RESNETS.DEPTH = 101.*MODEL.KEYPOINT_ON = True"):
+    (tmp_path / "kp.yaml").write_text("MODEL:\n  KEYPOINT_ON: True\n  RESNETS:\n    RES5_DILATION: 2\n")
+    with pytest.raises(ValueError, match="MODEL.RESNETS.RES5_DILATION = 2.*MODEL.KEYPOINT_ON = True"):
         config_from_detectron2(read_detectron2_yaml(tmp_path / "kp.yaml"))
 
 

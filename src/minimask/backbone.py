@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.resnet import BasicBlock
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -128,7 +128,63 @@ def norm_layer(cfg: Config) -> Callable[[int], nn.Module]:
     if cfg.backbone_norm == "frozen":
         frozen = FusedFrozenBatchNorm2d if cfg.frozen_bn_arithmetic == "batch_norm" else FrozenBatchNorm2d
         return functools.partial(frozen, eps=cfg.frozen_bn_eps)
+    if cfg.backbone_norm == "group":
+        return group_norm
     return nn.BatchNorm2d
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """Chapter 11. GroupNorm with 32 groups, as Detectron2 ``get_norm("GN", channels)`` (``layers/batch_norm.py``)."""
+    return nn.GroupNorm(32, channels)
+
+
+def conv_norm_layer(cfg: Config) -> Callable[[int], nn.Module]:
+    """Chapter 2. The norm of the FPN and conv heads where they have one (``cfg.conv_norm``)."""
+    return group_norm if cfg.conv_norm == "group" else nn.BatchNorm2d
+
+
+DEPTHS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3), "resnet152": (3, 8, 36, 3)}
+
+
+def bottleneck_resnet(cfg: Config, norm: Callable[[int], nn.Module]) -> ResNet:
+    """Chapter 11. A Bottleneck ResNet of any depth, width and grouping, with torchvision's module names.
+
+    torchvision ``ResNet(Bottleneck, layers, groups, width_per_group)`` (``models/resnet.py``),
+    then, if ``cfg.backbone_stem`` / ``backbone_widths`` differ from (64,) / (256, ..., 2048),
+    the stem and stages rebuilt at those widths, as Detectron2's ``MODEL.RESNETS.STEM_OUT_CHANNELS``,
+    ``RES2_OUT_CHANNELS``, ``NUM_GROUPS`` and ``WIDTH_PER_GROUP`` do (``backbone/resnet.py``
+    ``build_resnet_backbone``: the 3x3 conv of stage i has groups * width_per_group * 2**i channels).
+    """
+    layers = DEPTHS[cfg.backbone]
+    groups, per_group = cfg.resnet_groups, cfg.resnet_width_per_group
+    stem, widths = cfg.backbone_stem[-1], cfg.backbone_widths
+    if len(cfg.backbone_stem) != 1:
+        raise ValueError(f"Config.backbone_stem = {cfg.backbone_stem!r}: a Bottleneck ResNet has one stem conv")
+    if (stem, widths) == (64, (256, 512, 1024, 2048)):
+        return ResNet(Bottleneck, list(layers), groups=groups, width_per_group=per_group, norm_layer=norm)
+    body = ResNet(Bottleneck, [1, 1, 1, 1])  # a skeleton: every part below is replaced
+    body.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3, bias=False)
+    body.bn1 = norm(stem)
+    in_channels = stem
+    for i, (name, blocks, width) in enumerate(zip(LAYERS, layers, widths, strict=True)):
+        planes = width // Bottleneck.expansion
+        inner = groups * per_group * 2**i  # the 3x3 conv's channels
+        base_width = 64 * inner / (planes * groups)
+        if width % Bottleneck.expansion or int(planes * (base_width / 64.0)) * groups != inner:
+            raise ValueError(f"Config.backbone_widths = {widths!r}: stage {i + 1} cannot hold {inner} inner channels")
+        stride = 1 if i == 0 else 2
+        downsample = nn.Sequential(nn.Conv2d(in_channels, width, 1, stride=stride, bias=False), norm(width))
+        stage = [Bottleneck(in_channels, planes, stride, downsample, groups, base_width, norm_layer=norm)]
+        stage += [
+            Bottleneck(width, planes, groups=groups, base_width=base_width, norm_layer=norm) for _ in range(1, blocks)
+        ]
+        setattr(body, name, nn.Sequential(*stage))
+        in_channels = width
+    for m in body.modules():  # torchvision ResNet's initialisation
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    body.fc = nn.Linear(in_channels, 1000)
+    return body
 
 
 def freeze_layers(body: nn.Module, trainable_layers: int, stem: tuple[str, ...]) -> None:
@@ -163,7 +219,8 @@ def stride_in_1x1(body: nn.Module) -> None:
 def build_backbone(cfg: Config) -> BackboneWithFPN:
     """Chapter 2. The ResNet + FPN of ``cfg.backbone``; forward returns the five FPN maps.
 
-    "resnet50"/"resnet18": torchvision ``resnet50(weights=None, norm_layer=...)`` with
+    "resnet50"/"resnet101"/"resnet152"/"resnet18": torchvision's ResNet (``bottleneck_resnet``
+    for the Bottleneck ones, at ``cfg``'s widths and grouping) with
     ``trainable_backbone_layers`` as in ``_resnet_fpn_extractor`` (``backbone_utils.py``),
     the same module tree as ``maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)``.
     "small": ``SmallResNet``. Both wrapped in torchvision ``BackboneWithFPN`` with a
@@ -173,13 +230,17 @@ def build_backbone(cfg: Config) -> BackboneWithFPN:
     ``Tensor[N, C, Hp / stride, Wp / stride]``.
     """
     norm = norm_layer(cfg)
-    if cfg.backbone in ("resnet50", "resnet18"):
-        body = getattr(torchvision.models, cfg.backbone)(weights=None, norm_layer=norm)
+    if cfg.backbone in DEPTHS or cfg.backbone == "resnet18":
+        if cfg.backbone in DEPTHS:
+            body = bottleneck_resnet(cfg, norm)
+        else:
+            body = torchvision.models.resnet18(weights=None, norm_layer=norm)
         if cfg.resnet_stride_in_1x1:
             stride_in_1x1(body)
         freeze_layers(body, cfg.trainable_backbone_layers, ("conv1", "bn1"))
-        stage2 = body.inplanes // 8  # 256 for Bottleneck ResNets, 64 for BasicBlock ones
-        in_channels = [stage2 * 2**i for i in range(4)]
+        in_channels = [getattr(body, name)[-1].conv2.out_channels for name in LAYERS]
+        if cfg.backbone in DEPTHS:  # a Bottleneck's output is its conv3's
+            in_channels = [getattr(body, name)[-1].conv3.out_channels for name in LAYERS]
     elif cfg.backbone == "small":
         body = SmallResNet(cfg.backbone_stem, cfg.backbone_widths, norm)
         freeze_layers(body, cfg.trainable_backbone_layers, ("stem",))
@@ -192,7 +253,7 @@ def build_backbone(cfg: Config) -> BackboneWithFPN:
         in_channels_list=in_channels,
         out_channels=cfg.fpn_out_channels,
         extra_blocks=LastLevelMaxPool(),
-        norm_layer=nn.BatchNorm2d if cfg.fpn_norm else None,
+        norm_layer=conv_norm_layer(cfg) if cfg.fpn_norm else None,
     )
 
 

@@ -11,12 +11,13 @@ Shape shorthand: ``P`` proposals of one image, ``K + 1`` classes including backg
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops.misc import Conv2dNormActivation
 
 from minimask import boxes as box_ops
 from minimask.config import Config
@@ -28,16 +29,41 @@ class BoxHead(nn.Module):
 
     ``Tensor[R, C, S, S] -> Tensor[R, box_head_dim]``. Parameter names ``fc6``/``fc7`` as
     torchvision ``TwoMLPHead`` (and Detectron2 ``FastRCNNConvFCHead`` with NUM_FC = 2).
+    With ``convs`` (Detectron2's ``NUM_CONV`` / ``CONV_DIM``, e.g. the GN and SyncBN models of its
+    zoo: four convs, one fc) a stack of 3x3 conv (+ ``norm``) + ReLU comes first (``convs.{i}``),
+    and ``fcs = 1`` keeps only ``fc6``.
     """
 
-    def __init__(self, in_features: int, dim: int) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        dim: int,
+        convs: tuple[int, ...] = (),
+        in_channels: int = 0,
+        norm: Callable[[int], nn.Module] | None = None,
+        fcs: int = 2,
+    ) -> None:
         super().__init__()
+        if convs:
+            blocks = []
+            for width in convs:
+                blocks.append(Conv2dNormActivation(in_channels, width, kernel_size=3, norm_layer=norm))
+                in_features, in_channels = in_features // in_channels * width, width
+            self.convs = nn.Sequential(*blocks)
+            for layer in self.convs.modules():  # Detectron2's c2_msra_fill
+                if isinstance(layer, nn.Conv2d):
+                    nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                    if layer.bias is not None:
+                        nn.init.zeros_(layer.bias)
         self.fc6 = nn.Linear(in_features, dim)
-        self.fc7 = nn.Linear(dim, dim)
+        if fcs == 2:
+            self.fc7 = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        if hasattr(self, "convs"):
+            x = self.convs(x)
         x = F.relu(self.fc6(x.flatten(start_dim=1)))
-        return F.relu(self.fc7(x))
+        return F.relu(self.fc7(x)) if hasattr(self, "fc7") else x
 
 
 class BoxPredictor(nn.Module):
@@ -48,10 +74,10 @@ class BoxPredictor(nn.Module):
     row (K * 4 outputs).
     """
 
-    def __init__(self, dim: int, num_classes: int) -> None:
+    def __init__(self, dim: int, num_classes: int, agnostic: bool = False) -> None:
         super().__init__()
         self.cls_score = nn.Linear(dim, num_classes)
-        self.bbox_pred = nn.Linear(dim, num_classes * 4)
+        self.bbox_pred = nn.Linear(dim, 4 if agnostic else num_classes * 4)  # agnostic: one box for all
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = x.flatten(start_dim=1)
@@ -125,8 +151,11 @@ def class_probs(logits: Tensor, cfg: Config) -> Tensor:
     torchvision ``postprocess_detections``: ``F.softmax(class_logits, -1)``. Under Detectron2's
     rule (``cfg.background_class`` "last") the softmax runs over its own column order
     (fg..., bg), as ``FastRCNNOutputLayers.predict_probs``, and is rolled back: the same
-    probabilities up to float rounding.
+    probabilities up to float rounding. ``cfg.class_score`` "sigmoid" (Detectron2
+    ``USE_SIGMOID_CE``): a sigmoid per class, so a row does not sum to 1.
     """
+    if cfg.class_score == "sigmoid":  # Detectron2 USE_SIGMOID_CE: each class on its own
+        return logits.sigmoid()
     if cfg.background_class == "last":
         return F.softmax(logits.roll(-1, dims=-1), dim=-1).roll(1, dims=-1)
     return F.softmax(logits, dim=-1)
@@ -145,7 +174,9 @@ def split_per_image(
     num_classes = logits.shape[-1]
     counts = [len(p) for p in proposals]
     probs = class_probs(logits, cfg)
-    deltas = deltas.reshape(len(deltas), num_classes, 4)
+    deltas = deltas.reshape(len(deltas), deltas.shape[-1] // 4, 4)
+    if deltas.shape[1] == 1:  # class-agnostic regression: every class gets the one box
+        deltas = deltas.repeat(1, num_classes, 1)
     records = []
     for p_boxes, p_index, lg, pr, dl, lv, size in zip(
         proposals,

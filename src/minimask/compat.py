@@ -452,14 +452,19 @@ _D2_RULES: tuple[tuple[str, str], ...] = (
     (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.1\.(\w+)", "backbone.bottom_up.res{0+1}.{1}.shortcut.norm.{2}"),
     (r"backbone\.fpn\.inner_blocks\.(\d)\.0\.(\w+)", "backbone.fpn_lateral{0+2}.{1}"),
     (r"backbone\.fpn\.layer_blocks\.(\d)\.0\.(\w+)", "backbone.fpn_output{0+2}.{1}"),
+    (r"backbone\.fpn\.inner_blocks\.(\d)\.1\.(\w+)", "backbone.fpn_lateral{0+2}.norm.{1}"),
+    (r"backbone\.fpn\.layer_blocks\.(\d)\.1\.(\w+)", "backbone.fpn_output{0+2}.norm.{1}"),
     (r"rpn\.head\.conv\.0\.0\.(\w+)", "proposal_generator.rpn_head.conv.{0}"),
     (r"rpn\.head\.cls_logits\.(\w+)", "proposal_generator.rpn_head.objectness_logits.{0}"),
     (r"rpn\.head\.bbox_pred\.(\w+)", "proposal_generator.rpn_head.anchor_deltas.{0}"),
+    (r"roi_heads\.box_head\.convs\.(\d)\.0\.(\w+)", "roi_heads.box_head.conv{0+1}.{1}"),
+    (r"roi_heads\.box_head\.convs\.(\d)\.1\.(\w+)", "roi_heads.box_head.conv{0+1}.norm.{1}"),
     (r"roi_heads\.box_head\.fc6\.(\w+)", "roi_heads.box_head.fc1.{0}"),
     (r"roi_heads\.box_head\.fc7\.(\w+)", "roi_heads.box_head.fc2.{0}"),
     (r"roi_heads\.box_predictor\.cls_score\.(\w+)", "roi_heads.box_predictor.cls_score.{0}"),
     (r"roi_heads\.box_predictor\.bbox_pred\.(\w+)", "roi_heads.box_predictor.bbox_pred.{0}"),
     (r"roi_heads\.mask_head\.(\d)\.0\.(\w+)", "roi_heads.mask_head.mask_fcn{0+1}.{1}"),
+    (r"roi_heads\.mask_head\.(\d)\.1\.(\w+)", "roi_heads.mask_head.mask_fcn{0+1}.norm.{1}"),
     (r"roi_heads\.mask_predictor\.conv5_mask\.(\w+)", "roi_heads.mask_head.deconv.{0}"),
     (r"roi_heads\.mask_predictor\.mask_fcn_logits\.(\w+)", "roi_heads.mask_head.predictor.{0}"),
 )
@@ -532,8 +537,10 @@ def to_detectron2(model: MaskRCNN) -> OrderedDict[str, Tensor]:
     """
     if not isinstance(model, MaskRCNN):
         raise TypeError(f"to_detectron2: expected a minimask MaskRCNN, got {type(model).__name__}")
-    if model.config.backbone != "resnet50":
-        raise ValueError(f"to_detectron2: Detectron2 has no {model.config.backbone!r} backbone (resnet50 only)")
+    if model.config.backbone not in ("resnet50", "resnet101", "resnet152"):
+        raise ValueError(
+            f"to_detectron2: Detectron2 has no {model.config.backbone!r} backbone (Bottleneck ResNets only)"
+        )
     out: OrderedDict[str, Tensor] = OrderedDict()
     for key, value in model.state_dict().items():
         if key.endswith("num_batches_tracked"):
@@ -542,18 +549,20 @@ def to_detectron2(model: MaskRCNN) -> OrderedDict[str, Tensor]:
         if name is None:
             raise ValueError(f"to_detectron2: no Detectron2 name for {key!r}")
         value = value.detach().clone()
+        cfg = model.config
         if key.startswith("roi_heads.box_predictor.cls_score"):
             value = torch.cat([value[1:], value[:1]])  # background: first -> last
-        elif key.startswith("roi_heads.box_predictor.bbox_pred"):
+        elif key.startswith("roi_heads.box_predictor.bbox_pred") and not cfg.cls_agnostic_bbox_reg:
             value = value[4:]  # no background slot
-        elif key.startswith("roi_heads.mask_predictor.mask_fcn_logits"):
+        elif key.startswith("roi_heads.mask_predictor.mask_fcn_logits") and not cfg.cls_agnostic_mask:
             value = value[1:]  # no background channel
         out[name] = value
     return out
 
 
-def _from_detectron2_state(state: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
-    """Detectron2 names and layouts -> ours (background first, zero background slots)."""
+def _from_detectron2_state(state: Mapping[str, Tensor], cfg: Config) -> OrderedDict[str, Tensor]:
+    """Detectron2 names and layouts -> ours (background first, zero background slots; a
+    class-agnostic box or mask predictor has no class slots and stays as it is)."""
     out: OrderedDict[str, Tensor] = OrderedDict()
     for key, value in state.items():
         name = minimask_name(key)
@@ -561,9 +570,9 @@ def _from_detectron2_state(state: Mapping[str, Tensor]) -> OrderedDict[str, Tens
             continue  # reported by the check before this is called
         if key.startswith("roi_heads.box_predictor.cls_score"):
             value = torch.cat([value[-1:], value[:-1]])  # background: last -> first
-        elif key.startswith("roi_heads.box_predictor.bbox_pred"):
+        elif key.startswith("roi_heads.box_predictor.bbox_pred") and not cfg.cls_agnostic_bbox_reg:
             value = torch.cat([value.new_zeros((4, *value.shape[1:])), value])
-        elif key.startswith("roi_heads.mask_head.predictor"):
+        elif key.startswith("roi_heads.mask_head.predictor") and not cfg.cls_agnostic_mask:
             value = torch.cat([value.new_zeros((1, *value.shape[1:])), value])
         out[name] = value
     return out
@@ -880,30 +889,24 @@ def config_from_detectron2(values: Mapping[str, Any], base: Config | None = None
 
 D2Get = Callable[[str, Any], Any]  # a Detectron2 config's value of a dotted key, or the default given
 
-# Detectron2 keys minimask runs only at this value (another head, backbone, norm ... is refused)
+# Detectron2 keys minimask runs only at this value (another architecture, head or pooler is
+# refused: C4 and DC5 backbones, Cascade, deformable convolutions, PointRend, keypoints ...)
 _D2_ONLY = (
     ("MODEL.META_ARCHITECTURE", "GeneralizedRCNN"),
     ("MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone"),
-    ("MODEL.RESNETS.DEPTH", 50),
-    ("MODEL.RESNETS.NUM_GROUPS", 1),
     ("MODEL.RESNETS.RES5_DILATION", 1),
     ("MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, False, False, False]),
-    ("MODEL.FPN.NORM", ""),
     ("MODEL.FPN.FUSE_TYPE", "sum"),
     ("MODEL.MASK_ON", True),
     ("MODEL.KEYPOINT_ON", False),
+    ("MODEL.PROPOSAL_GENERATOR.NAME", "RPN"),
     ("MODEL.RPN.HEAD_NAME", "StandardRPNHead"),
     ("MODEL.ROI_HEADS.NAME", "StandardROIHeads"),
     ("MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead"),
-    ("MODEL.ROI_BOX_HEAD.NUM_CONV", 0),
-    ("MODEL.ROI_BOX_HEAD.NUM_FC", 2),
-    ("MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False),
     ("MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead"),
-    ("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False),
-    ("MODEL.ROI_MASK_HEAD.NORM", ""),
-    ("MODEL.RESNETS.RES2_OUT_CHANNELS", 256),
-    ("MODEL.RESNETS.STEM_OUT_CHANNELS", 64),
 )
+_D2_BATCH_NORMS = ("BN", "SyncBN", "nnSyncBN", "naiveSyncBN")  # BatchNorm with running statistics at inference
+_D2_DEPTHS = {50: "resnet50", 101: "resnet101", 152: "resnet152"}
 
 
 def _d2_checked(g: D2Get) -> tuple[str, set[str], list[tuple[float, ...]]]:
@@ -911,8 +914,19 @@ def _d2_checked(g: D2Get) -> tuple[str, set[str], list[tuple[float, ...]]]:
     ``ValueError`` naming each key whose value minimask cannot run."""
     bad = [f"{k} = {g(k, v)!r} (minimask: {v!r})" for k, v in _D2_ONLY if g(k, v) != v]
     norm = g("MODEL.RESNETS.NORM", "FrozenBN")
-    if norm not in ("FrozenBN", "BN"):
-        bad.append(f"MODEL.RESNETS.NORM = {norm!r} (minimask: 'FrozenBN' or 'BN')")
+    if norm not in ("FrozenBN", "GN", *_D2_BATCH_NORMS):
+        bad.append(f"MODEL.RESNETS.NORM = {norm!r} (minimask: FrozenBN, GN or BN/SyncBN)")
+    if g("MODEL.RESNETS.DEPTH", 50) not in _D2_DEPTHS:
+        bad.append(f"MODEL.RESNETS.DEPTH = {g('MODEL.RESNETS.DEPTH', 50)!r} (minimask: 50, 101 or 152)")
+    heads = {k: g(k, "") for k in ("MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")}
+    kinds = {"GN" if v == "GN" else "BN" for v in heads.values() if v}
+    for key, value in heads.items():
+        if value not in ("", "GN", *_D2_BATCH_NORMS):
+            bad.append(f"{key} = {value!r} (minimask: '', GN or BN/SyncBN)")
+    if len(kinds) > 1:
+        bad.append(f"FPN/ROI_BOX_HEAD/ROI_MASK_HEAD.NORM = {sorted(set(heads.values()))} (minimask: one kind)")
+    if g("MODEL.ROI_BOX_HEAD.NUM_FC", 2) not in (1, 2):
+        bad.append(f"MODEL.ROI_BOX_HEAD.NUM_FC = {g('MODEL.ROI_BOX_HEAD.NUM_FC', 2)!r} (minimask: 1 or 2)")
     if g("MODEL.ROI_HEADS.IN_FEATURES", ["p2", "p3", "p4", "p5"]) != ["p2", "p3", "p4", "p5"]:
         bad.append(f"MODEL.ROI_HEADS.IN_FEATURES = {g('MODEL.ROI_HEADS.IN_FEATURES', None)!r}")
     pooler = {g("MODEL.ROI_BOX_HEAD.POOLER_TYPE", "ROIAlignV2"), g("MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlignV2")}
@@ -938,7 +952,13 @@ def _d2_input_rpn_fields(g: D2Get, norm: str, ratios: list[tuple[float, ...]]) -
         "input_channels": str(g("INPUT.FORMAT", "BGR")),
         "image_mean": tuple(float(v) for v in g("MODEL.PIXEL_MEAN", [103.53, 116.28, 123.675])),
         "image_std": tuple(float(v) for v in g("MODEL.PIXEL_STD", [1.0, 1.0, 1.0])),
-        "backbone_norm": "frozen" if norm == "FrozenBN" else "batch",
+        "backbone": _D2_DEPTHS[int(g("MODEL.RESNETS.DEPTH", 50))],
+        "backbone_stem": (int(g("MODEL.RESNETS.STEM_OUT_CHANNELS", 64)),),
+        "backbone_widths": tuple(int(g("MODEL.RESNETS.RES2_OUT_CHANNELS", 256)) * 2**i for i in range(4)),
+        "resnet_groups": int(g("MODEL.RESNETS.NUM_GROUPS", 1)),
+        "resnet_width_per_group": int(g("MODEL.RESNETS.WIDTH_PER_GROUP", 64)),
+        "backbone_norm": {"FrozenBN": "frozen", "GN": "group"}.get(norm, "batch"),
+        "fpn_norm": bool(g("MODEL.FPN.NORM", "")),
         "trainable_backbone_layers": max(0, min(5, 5 - int(g("MODEL.BACKBONE.FREEZE_AT", 2)))),
         "resnet_stride_in_1x1": bool(g("MODEL.RESNETS.STRIDE_IN_1X1", True)),
         "fpn_out_channels": int(g("MODEL.FPN.OUT_CHANNELS", 256)),
@@ -963,6 +983,7 @@ def _d2_input_rpn_fields(g: D2Get, norm: str, ratios: list[tuple[float, ...]]) -
 def _d2_roi_fields(g: D2Get, pooler: set[str]) -> dict[str, Any]:
     """The ``Config`` fields of a Detectron2 config's RoI heads: box head, mask head, test rules."""
     roi_iou = g("MODEL.ROI_HEADS.IOU_THRESHOLDS", [0.5])
+    norms = {g(k, "") for k in ("MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")}
     conv = int(g("MODEL.ROI_MASK_HEAD.NUM_CONV", 4))
     conv_dim = int(g("MODEL.ROI_MASK_HEAD.CONV_DIM", 256))
     return {
@@ -984,6 +1005,14 @@ def _d2_roi_fields(g: D2Get, pooler: set[str]) -> dict[str, Any]:
         "mask_roi_sampling_ratio": int(g("MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", 0)),
         "mask_head_layers": (conv_dim,) * conv,
         "mask_predictor_dim": conv_dim,
+        "conv_norm": "group" if "GN" in norms else "batch",
+        "box_head_convs": (int(g("MODEL.ROI_BOX_HEAD.CONV_DIM", 256)),) * int(g("MODEL.ROI_BOX_HEAD.NUM_CONV", 0)),
+        "box_head_fcs": int(g("MODEL.ROI_BOX_HEAD.NUM_FC", 2)),
+        "box_head_norm": bool(g("MODEL.ROI_BOX_HEAD.NORM", "")),
+        "mask_head_norm": bool(g("MODEL.ROI_MASK_HEAD.NORM", "")),
+        "cls_agnostic_bbox_reg": bool(g("MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False)),
+        "cls_agnostic_mask": bool(g("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False)),
+        "class_score": "sigmoid" if g("MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE", False) else "softmax",
     }
 
 
@@ -1020,7 +1049,7 @@ def from_detectron2(checkpoint: str | Path | Mapping[str, Tensor], config: str |
     if parts:
         hint = "" if config is not None else " (pass the checkpoint's config.yaml: the default is the COCO R50-FPN)"
         raise ValueError(f"{source} does not fit Detectron2's R50-FPN Mask R-CNN{hint}: " + "; ".join(parts))
-    ours = _from_detectron2_state({k: v.to(torch.float32) for k, v in state.items()})
+    ours = _from_detectron2_state({k: v.to(torch.float32) for k, v in state.items()}, cfg)
     frozen_free = {k: v for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")}
     _load(model, {**ours, **frozen_free}, source)
     return model.eval()

@@ -14,7 +14,8 @@ attribute torchvision hard-codes), and carries in its metadata:
   - ``("float", lo, hi, brackets)``: a finite number (an int will do) in the interval, its
     ``brackets`` one of ``"[]"``, ``"[)"``, ``"(]"``, ``"()"`` (``None``: no bound);
   - ``("choice", values)``: one of ``values``;
-  - ``("tuple", n, item)``: a tuple of ``n`` items (``None``: one or more), each passing ``item``.
+  - ``("tuple", n, item)``: a tuple of ``n`` items (``None``: one or more; ``"*"``: any number,
+    none too), each passing ``item``.
 
   ``Config`` checks every field against its ``check`` in one loop, then the relations
   between fields (``_relations``); ``_f`` refuses a field without a well-formed check.
@@ -31,9 +32,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-BACKBONES = ("resnet50", "resnet18", "small")
+BACKBONES = ("resnet50", "resnet101", "resnet152", "resnet18", "small")
 MASK_PASTES = ("torchvision", "subpixel")
-NORMS = ("batch", "frozen")
+NORMS = ("batch", "frozen", "group")
+CONV_NORMS = ("batch", "group")
+CLASS_SCORES = ("softmax", "sigmoid")
 CHANNEL_ORDERS = ("RGB", "BGR")
 FROZEN_BN_ARITHMETICS = ("scale_shift", "batch_norm")
 RESIZE_ROUNDINGS = ("floor", "round")
@@ -81,8 +84,10 @@ def describe_check(check: tuple, plural: bool = False) -> str:
         return ("finite numbers" if plural else "a finite number") + _interval(*check[1:])
     if kind == "choice" and len(check) == 2 and isinstance(check[1], tuple) and check[1]:
         return f"{'each ' if plural else ''}one of {check[1]}"
-    if kind == "tuple" and len(check) == 3 and (check[1] is None or isinstance(check[1], int)):
+    if kind == "tuple" and len(check) == 3 and (check[1] in (None, "*") or isinstance(check[1], int)):
         items = describe_check(check[2], plural=True)
+        if check[1] == "*":
+            return f"tuples of {items}, or ()" if plural else f"a tuple of {items}, or ()"
         if check[1] is None:
             return f"non-empty tuples of {items}" if plural else f"a non-empty tuple of {items}"
         return f"tuples of {check[1]} {items}" if plural else f"a tuple of {check[1]} {items}"
@@ -119,7 +124,7 @@ def check_accepts(check: tuple, value: Any) -> bool:
         return isinstance(value, str) and value in check[1]
     if kind == "tuple":
         n, item = check[1], check[2]
-        if not isinstance(value, tuple) or (len(value) == 0 if n is None else len(value) != n):
+        if not isinstance(value, tuple) or (n is None and len(value) == 0) or (isinstance(n, int) and len(value) != n):
             return False
         return all(check_accepts(item, v) for v in value)
     raise TypeError(f"not a Config check: {check!r}")
@@ -216,7 +221,7 @@ class Config:
         2,
         (64,),
         "MODEL.RESNETS.STEM_OUT_CHANNELS",
-        "channels of the stem conv(s); only read by the 'small' backbone",
+        "channels of the stem conv(s); read by 'small' and the Bottleneck ResNets (50, 101, 152)",
         check=("tuple", None, POSITIVE_INT),
     )
     backbone_widths: tuple[int, int, int, int] = _f(
@@ -224,7 +229,7 @@ class Config:
         2,
         (256, 512, 1024, 2048),
         "MODEL.RESNETS.RES2_OUT_CHANNELS",
-        "output channels of layer1-4; only read by the 'small' backbone",
+        "output channels of layer1-4; read by 'small' and the Bottleneck ResNets (50, 101, 152)",
         check=("tuple", 4, POSITIVE_INT),
     )
     backbone_norm: str = _f(
@@ -233,8 +238,19 @@ class Config:
         "batch",
         "MODEL.RESNETS.NORM",
         "torchvision uses trainable BatchNorm when built with no weights, "
-        "FrozenBatchNorm2d with pretrained weights; Detectron2 FrozenBN",
+        "FrozenBatchNorm2d with pretrained weights; Detectron2 FrozenBN; 'group': GroupNorm(32) (GN)",
         check=("choice", NORMS),
+    )
+    resnet_groups: int = _f(
+        1, 2, 1, "MODEL.RESNETS.NUM_GROUPS", "32 for ResNeXt (X101-32x8d): grouped 3x3 convs", check=POSITIVE_INT
+    )
+    resnet_width_per_group: int = _f(
+        64,
+        2,
+        64,
+        "MODEL.RESNETS.WIDTH_PER_GROUP",
+        "layer1's 3x3 conv has resnet_groups * this channels, doubled at each stage",
+        check=POSITIVE_INT,
     )
     frozen_bn_eps: float = _f(1e-5, 2, 1e-5, "", "overwritten to 0.0 when COCO_V1 weights load", check=NON_NEGATIVE)
     frozen_bn_arithmetic: str = _f(
@@ -249,7 +265,15 @@ class Config:
         5, 2, 5, "MODEL.BACKBONE.FREEZE_AT", "5 with no weights; 3 with pretrained weights", check=("int", 0, 5)
     )
     fpn_out_channels: int = _f(256, 2, 256, "MODEL.FPN.OUT_CHANNELS", check=POSITIVE_INT)
-    fpn_norm: bool = _f(False, 2, False, "MODEL.FPN.NORM", "BatchNorm in the FPN convs (v2 uses it)", check=BOOL)
+    fpn_norm: bool = _f(False, 2, False, "MODEL.FPN.NORM", "a norm in the FPN convs (v2 uses BatchNorm)", check=BOOL)
+    conv_norm: str = _f(
+        "batch",
+        2,
+        "BatchNorm2d (v2)",
+        "MODEL.FPN.NORM / ROI_BOX_HEAD.NORM / ROI_MASK_HEAD.NORM",
+        "the norm of fpn_norm, box_head_norm and mask_head_norm: BatchNorm (SyncBN at inference) or GroupNorm(32) (GN)",
+        check=("choice", CONV_NORMS),
+    )
     resnet_stride_in_1x1: bool = _f(
         False,
         2,
@@ -393,6 +417,37 @@ class Config:
     box_head_dim: int = _f(
         1024, 5, 1024, "MODEL.ROI_BOX_HEAD.FC_DIM", "TwoMLPHead representation_size", check=POSITIVE_INT
     )
+    box_head_convs: tuple[int, ...] = _f(
+        (),
+        5,
+        "() (v2: four of 256)",
+        "MODEL.ROI_BOX_HEAD.NUM_CONV / CONV_DIM",
+        "3x3 convs on the pooled features before the fully connected layers",
+        check=("tuple", "*", POSITIVE_INT),
+    )
+    box_head_fcs: int = _f(
+        2, 5, 2, "MODEL.ROI_BOX_HEAD.NUM_FC", "fully connected layers (fc6, fc7)", check=("int", 1, 2)
+    )
+    box_head_norm: bool = _f(
+        False, 5, False, "MODEL.ROI_BOX_HEAD.NORM", "a conv_norm after each box-head conv", check=BOOL
+    )
+    cls_agnostic_bbox_reg: bool = _f(
+        False,
+        5,
+        False,
+        "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG",
+        "one box per proposal for every class (4 deltas, not 4 per class)",
+        check=BOOL,
+    )
+    class_score: str = _f(
+        "softmax",
+        5,
+        "softmax, postprocess_detections",
+        "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE",
+        "'sigmoid': each class's probability on its own (FastRCNNOutputLayers.predict_probs); "
+        "a row no longer sums to 1",
+        check=("choice", CLASS_SCORES),
+    )
     box_fg_iou_thresh: float = _f(0.5, 5, 0.5, "MODEL.ROI_HEADS.IOU_THRESHOLDS", check=UNIT)
     box_bg_iou_thresh: float = _f(0.5, 5, 0.5, "MODEL.ROI_HEADS.IOU_THRESHOLDS", check=UNIT)
     box_batch_size_per_image: int = _f(512, 5, 512, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", check=POSITIVE_INT)
@@ -462,6 +517,17 @@ class Config:
         check=("tuple", None, POSITIVE_INT),
     )
     mask_head_dilation: int = _f(1, 7, 1, "", check=POSITIVE_INT)
+    mask_head_norm: bool = _f(
+        False, 7, False, "MODEL.ROI_MASK_HEAD.NORM", "a conv_norm after each mask-head conv (v2)", check=BOOL
+    )
+    cls_agnostic_mask: bool = _f(
+        False,
+        7,
+        False,
+        "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK",
+        "one 28x28 mask per detection whatever its class",
+        check=BOOL,
+    )
     mask_predictor_dim: int = _f(256, 7, 256, "MODEL.ROI_MASK_HEAD.CONV_DIM", "deconv channels", check=POSITIVE_INT)
     mask_threshold: float = _f(
         0.5,

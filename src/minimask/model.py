@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from minimask.anchors import anchors_per_location
-from minimask.backbone import Features, build_backbone, extract_features
+from minimask.backbone import Features, build_backbone, conv_norm_layer, extract_features
 from minimask.classification import BoxHead, BoxPredictor, Classification, classify
 from minimask.coco import drop_crowd
 from minimask.config import Config
@@ -115,12 +115,15 @@ class MaskRCNN(nn.Module):
         channels = self.backbone.out_channels
         self.rpn = nn.ModuleDict({"head": RPNHead(channels, anchors_per_location(cfg), cfg.rpn_head_conv_depth)})
         pooled = channels * cfg.box_roi_output_size**2
+        norm = conv_norm_layer(cfg)
+        box_norm, mask_norm = (norm if cfg.box_head_norm else None), (norm if cfg.mask_head_norm else None)
+        mask_channels = 1 if cfg.cls_agnostic_mask else cfg.num_classes
         self.roi_heads = nn.ModuleDict(
             {
-                "box_head": BoxHead(pooled, cfg.box_head_dim),
-                "box_predictor": BoxPredictor(cfg.box_head_dim, cfg.num_classes),
-                "mask_head": MaskHead(channels, cfg.mask_head_layers, cfg.mask_head_dilation),
-                "mask_predictor": MaskPredictor(cfg.mask_head_layers[-1], cfg.mask_predictor_dim, cfg.num_classes),
+                "box_head": BoxHead(pooled, cfg.box_head_dim, cfg.box_head_convs, channels, box_norm, cfg.box_head_fcs),
+                "box_predictor": BoxPredictor(cfg.box_head_dim, cfg.num_classes, cfg.cls_agnostic_bbox_reg),
+                "mask_head": MaskHead(channels, cfg.mask_head_layers, cfg.mask_head_dilation, mask_norm),
+                "mask_predictor": MaskPredictor(cfg.mask_head_layers[-1], cfg.mask_predictor_dim, mask_channels),
             }
         )
 

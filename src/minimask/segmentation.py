@@ -13,7 +13,7 @@ Shape shorthand: ``D`` detections, ``M`` mask side (28), ``H x W`` the original 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,13 +35,17 @@ class MaskHead(nn.Sequential):
 
     _version = 2  # torchvision's key layout version, so its loader never renames our keys
 
-    def __init__(self, in_channels: int, layers: Sequence[int], dilation: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, layers: Sequence[int], dilation: int = 1, norm: Callable[[int], nn.Module] | None = None
+    ) -> None:
         blocks = []
         for width in layers:
-            conv = nn.Conv2d(in_channels, width, kernel_size=3, padding=dilation, dilation=dilation)
+            conv = nn.Conv2d(in_channels, width, kernel_size=3, padding=dilation, dilation=dilation, bias=norm is None)
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
-            blocks.append(nn.Sequential(conv, nn.ReLU(inplace=True)))
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+            # with a norm (torchvision v2, Detectron2 ROI_MASK_HEAD.NORM): conv, norm, ReLU
+            blocks.append(nn.Sequential(conv, *([norm(width)] if norm else []), nn.ReLU(inplace=True)))
             in_channels = width
         super().__init__(*blocks)
 
@@ -113,11 +117,14 @@ def class_channel(logits: Tensor, labels: Sequence[Tensor]) -> Tensor:
     """Chapter 7. Each row's logits on its class's channel: ``Tensor[D, K+1, M, M] -> Tensor[D, M, M]``.
 
     ``labels``: per image, the class of each row (the detected class; in training the GT
-    class), images concatenated in the order of ``logits``. torchvision ``maskrcnn_inference``
+    class), images concatenated in the order of ``logits``; a class-agnostic head (one channel)
+    gives every row channel 0. torchvision ``maskrcnn_inference``
     (and ``maskrcnn_loss`` in training) reads the same channel; Detectron2 takes it before
     the sigmoid too (the same values).
     """
     all_labels = torch.cat(list(labels)) if labels else logits.new_zeros(0, dtype=torch.int64)
+    if logits.shape[1] == 1:  # class-agnostic mask (Detectron2 CLS_AGNOSTIC_MASK): one channel for all
+        all_labels = torch.zeros_like(all_labels)
     return logits[torch.arange(len(all_labels), device=all_labels.device), all_labels]
 
 
