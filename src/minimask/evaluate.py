@@ -13,6 +13,13 @@ The command line checks its options, the data set (its files, its images, that i
 score) and ``--out`` before the evaluation starts; a mistake stops it with one line naming the
 option or file, exit status 2 (``minimask.cli``). Annotations with an invalid box or polygon are
 skipped with a warning naming their ids, and are no object to score.
+
+``torchrun --nproc_per_node=N -m minimask.evaluate ...`` shares the batches out among N
+processes (``minimask.distributed``: gloo on the CPU, NCCL with ``--device cuda``, one GPU per
+process); rank 0 gathers every image's results and prints and writes what one process would.
+The numbers are bit for bit those of one process run with the same ``--threads``: oneDNN's
+convolutions add in an order that depends on the number of threads, so other thread counts
+may move a score in its last float32 bit.
 """
 
 from __future__ import annotations
@@ -21,17 +28,17 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from minimask import cli, coco_eval
+from minimask import cli, coco_eval, distributed
 from minimask.coco import drop_crowd
 from minimask.config import Config
 from minimask.data import BATCH_SIZE, runs
-from minimask.explain import explain_dataset
+from minimask.explain import explain_images, merge_images
 from minimask.segmentation import paste_into_original, paste_masks
 from minimask.targets import project_masks
 
@@ -41,12 +48,34 @@ def run_results(run, targets: Sequence[dict], dataset, cfg: Config, repaste: boo
     again from the 28x28 probabilities under ``cfg.mask_paste`` (a rule the run was not made with)."""
     results: list[dict] = []
     for j, target in enumerate(targets):
-        out = dict(run.detections[j])
-        if repaste and run.segmentation is not None:
-            seg = run.segmentation[j]
-            out["masks"] = paste_into_original(seg.probs, seg.boxes, seg.image_size, seg.original_size, cfg)[1]
-        results += coco_eval.to_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
+        results += _image_results(run, j, target, dataset, cfg, repaste)
     return results
+
+
+def _image_results(run, j: int, target: dict, dataset, cfg: Config, repaste: bool) -> list[dict]:
+    """COCO result entries of image ``j`` of one ``Run`` (``run_results``)."""
+    out = dict(run.detections[j])
+    if repaste and run.segmentation is not None:
+        seg = run.segmentation[j]
+        out["masks"] = paste_into_original(seg.probs, seg.boxes, seg.image_size, seg.original_size, cfg)[1]
+    return coco_eval.to_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
+
+
+def predict_images(
+    model: torch.nn.Module,
+    dataset,
+    batch_size: int = BATCH_SIZE,
+    progress: bool = True,
+    pastes: Sequence[str] | None = None,
+) -> Iterator[tuple[int, dict[str, list[dict]]]]:
+    """The per-image part of ``predict_dataset``: ``(index, {rule: COCO result entries})`` for
+    each image, in order (one forward per batch, the masks pasted under each ``mask_paste``
+    rule of ``pastes``, by default the model's)."""
+    rules = {p: model.config.replace(mask_paste=p) for p in (pastes or [model.config.mask_paste])}
+    for batch, targets, run in runs(model, dataset, batch_size, progress):
+        for j, (i, target) in enumerate(zip(batch, targets, strict=True)):
+            yield i, {p: _image_results(run, j, target, dataset, cfg, p != model.config.mask_paste)
+                      for p, cfg in rules.items()}  # fmt: skip
 
 
 def predict_dataset(
@@ -61,11 +90,11 @@ def predict_dataset(
     ``pastes``: one forward, the masks pasted under each of these ``mask_paste`` rules; then a
     dict rule -> results.
     """
-    rules = {p: model.config.replace(mask_paste=p) for p in (pastes or [model.config.mask_paste])}
+    rules = list(pastes or [model.config.mask_paste])
     out: dict[str, list[dict]] = {p: [] for p in rules}
-    for _, targets, run in runs(model, dataset, batch_size, progress):
-        for p, cfg in rules.items():
-            out[p] += run_results(run, targets, dataset, cfg, repaste=p != model.config.mask_paste)
+    for _, per_rule in predict_images(model, dataset, batch_size, progress, rules):
+        for p in rules:
+            out[p] += per_rule[p]
     return out if pastes is not None else out[model.config.mask_paste]
 
 
@@ -86,26 +115,30 @@ def evaluate(
     start = time.perf_counter()
     results = predict_dataset(model, dataset, batch_size, progress, pastes=pastes or [model.config.mask_paste])
     seconds = time.perf_counter() - start
-    coco_gt, ids = coco_eval.ground_truth(dataset)
-    reports = {}
-    for paste, res in results.items():
-        report = {
-            "bbox": coco_eval.summary(coco_gt, res, "bbox", ids),
-            "segm": coco_eval.summary(coco_gt, res, "segm", ids),
-            "images": len(dataset),
-            "detections": len(res),
-            "seconds": round(seconds, 2),
-            "mask_paste": paste,
-        }
-        if per_class:
-            report["per_class"] = {
-                dataset.class_names[label]: {
-                    kind: coco_eval.summary(coco_gt, res, kind, ids, [category_id]) for kind in ("bbox", "segm")
-                }
-                for label, category_id in sorted(dataset.label_to_category_id.items())
-            }
-        reports[paste] = report
+    reports = {p: report_of(dataset, res, p, seconds, per_class) for p, res in results.items()}
     return reports if pastes is not None else reports[model.config.mask_paste]
+
+
+def report_of(dataset, results: list[dict], paste: str, seconds: float, per_class: bool = False) -> dict:
+    """``evaluate``'s report of the COCO results of every image of ``dataset`` (in its order),
+    pasted under ``paste``; ``seconds``: how long the predictions took."""
+    coco_gt, ids = coco_eval.ground_truth(dataset)
+    report = {
+        "bbox": coco_eval.summary(coco_gt, results, "bbox", ids),
+        "segm": coco_eval.summary(coco_gt, results, "segm", ids),
+        "images": len(dataset),
+        "detections": len(results),
+        "seconds": round(seconds, 2),
+        "mask_paste": paste,
+    }
+    if per_class:
+        report["per_class"] = {
+            dataset.class_names[label]: {
+                kind: coco_eval.summary(coco_gt, results, kind, ids, [category_id]) for kind in ("bbox", "segm")
+            }
+            for label, category_id in sorted(dataset.label_to_category_id.items())
+        }
+    return report
 
 
 def paste_ceiling(dataset, cfg: Config, progress: bool = True) -> dict[str, float]:
@@ -117,19 +150,24 @@ def paste_ceiling(dataset, cfg: Config, progress: bool = True) -> dict[str, floa
     image. The AP this reaches is the best any model can reach with that paste.
     """
 
-    results: list[dict] = []
+    results = [r for _, image in ceiling_images(dataset, cfg, progress) for r in image]
+    coco_gt, ids = coco_eval.ground_truth(dataset)
+    return coco_eval.summary(coco_gt, results, "segm", ids)
+
+
+def ceiling_images(dataset, cfg: Config, progress: bool = True) -> Iterator[tuple[int, list[dict]]]:
+    """The per-image part of ``paste_ceiling``: ``(index, COCO result entries)`` for each image."""
     for i in tqdm(range(len(dataset)), desc="ceiling", disable=not progress):
         image, target = dataset[i]
         objects, _ = drop_crowd(target)
         boxes, labels = objects["boxes"], objects["labels"]
         if len(boxes) == 0:
+            yield i, []
             continue
         probs = project_masks(objects["masks"], boxes, torch.arange(len(boxes)), 28)
         pasted = paste_masks(probs, boxes, tuple(image.shape[-2:]), cfg)
         out = {"boxes": boxes, "labels": labels, "scores": torch.ones(len(boxes)), "masks": pasted}
-        results += coco_eval.to_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
-    coco_gt, ids = coco_eval.ground_truth(dataset)
-    return coco_eval.summary(coco_gt, results, "segm", ids)
+        yield i, coco_eval.to_results(out, int(target["image_id"]), dataset.label_to_category_id, cfg.mask_threshold)
 
 
 def format_table(report: dict) -> str:
@@ -153,13 +191,17 @@ def _parser() -> cli.Parser:
     p.add_argument("--batch-size", type=cli.integer(1), default=8, help="images per forward")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--out", default=None, help="JSON file for the numbers (default: print only)")
+    p.add_argument("--threads", type=cli.integer(1), default=None,
+                   help="torch CPU threads per process (default: torch's choice; under torchrun, the machine's "
+                   "CPUs divided among its processes)")  # fmt: skip
     p.add_argument("--explain", action="store_true",
                    help="also explain every error (chapter 10): misses by stage and reason, false positives by kind")  # fmt: skip
     return p
 
 
-def _checked_dataset(data_dir: Path):
-    """The ``CocoDataset`` of ``--data``, checked before any work: its files, its images, its objects."""
+def _checked_dataset(data_dir: Path, warn: bool = True):
+    """The ``CocoDataset`` of ``--data``, checked before any work: its files, its images, its
+    objects; ``warn``: print the annotations it skips (one line)."""
     from minimask.coco import CocoDataset
 
     if not data_dir.is_dir():
@@ -170,7 +212,7 @@ def _checked_dataset(data_dir: Path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         dataset = CocoDataset(ann, data_dir / "images")
-    for w in caught:  # the annotations it skips (coco.AnnotationTable.skipped_summary), one line
+    for w in caught if warn else []:  # the annotations it skips (coco.AnnotationTable.skipped_summary), one line
         cli.warn(str(w.message).replace(" See CocoDataset.skipped.", ""))
     if len(dataset) == 0:
         raise cli.UserError(f"{ann}: no images to evaluate on")
@@ -205,40 +247,75 @@ def _checked_out(out: str | None) -> Path | None:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    """``python -m minimask.evaluate``; exit status 2 and one line for a mistake (``minimask.cli``)."""
+    """``python -m minimask.evaluate``; exit status 2 and one line for a mistake (``minimask.cli``).
+
+    Under ``torchrun`` (``minimask.distributed``), every process checks the command first, on
+    its own, so that a mistake stops each with its line before any waits for the others; then
+    each runs the model on its share of the batches and rank 0 alone prints and writes the
+    numbers of the whole data set, the same as one process gives.
+    """
     from minimask.data import SHAPES_VAL
     from minimask.weights import load_pretrained
 
     args = _parser().parse_args(list(argv) if argv is not None else None)
     with cli.user_errors():  # every check before the long work; a bad file found during it too
+        ctx = distributed.from_env()
         cli.check_weights(args.weights)
         cli.check_device(args.device)
+        device = distributed.device_for(args.device, ctx)
         out = _checked_out(args.out)
         data_dir = Path(args.data) if args.data else Path(SHAPES_VAL)
-        dataset = _checked_dataset(data_dir)
-        model = load_pretrained(args.weights, device=args.device)
+        dataset = _checked_dataset(data_dir, warn=ctx is None or ctx.main)
+        model = load_pretrained(args.weights, device=device)
         if len(dataset.class_names) != model.config.num_classes:  # labels index the data set's categories
             raise cli.UserError(f"--weights {args.weights}: a model of {model.config.num_classes - 1} classes, but "
                                 f"{dataset.annotation_file} has {len(dataset.class_names) - 1} categories")  # fmt: skip
         if args.paste:
             model.config = model.config.replace(mask_paste=args.paste)
-        report = evaluate(model, dataset, args.batch_size)
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        if ctx is not None:
+            distributed.start(ctx, device, args.threads)
+        try:
+            report = _run(model, dataset, args, data_dir, ctx)
+        finally:
+            distributed.stop()
+        if report is not None and out is not None:  # rank 0, or the one process
+            out.write_text(json.dumps(report, indent=2) + "\n")
+            print(f"wrote {out}")
+    return 0
+
+
+def _run(model, dataset, args, data_dir: Path, ctx: distributed.Context | None) -> dict | None:
+    """The command's work over ``dataset`` (shared among the processes of ``ctx``); the report,
+    printed as it is made, on rank 0 (``None`` on the other ranks)."""
+    first = ctx is None or ctx.main  # rank 0, or the one process
+    bs, cfg, rule = args.batch_size, model.config, model.config.mask_paste
+    start = time.perf_counter()
+    images = distributed.map_images(lambda data: predict_images(model, data, bs, first, [rule]), dataset, bs, ctx)
+    report = None
+    if first:
+        report = report_of(dataset, [r for im in images for r in im[rule]], rule, time.perf_counter() - start)
         report["weights"] = str(args.weights)
         report["data"] = str(data_dir)
-        if args.ceiling:
-            report["ceiling"] = paste_ceiling(dataset, model.config)
+    if args.ceiling:
+        images = distributed.map_images(lambda data: ceiling_images(data, cfg, first), dataset, bs, ctx)
+        if first:
+            coco_gt, ids = coco_eval.ground_truth(dataset)
+            report["ceiling"] = coco_eval.summary(coco_gt, [r for im in images for r in im], "segm", ids)
+    if first:
         print(format_table(report))
         undefined = any(v == -1 for kind in ("bbox", "segm") for v in report[kind].values())
         print(f"{report['images']} images, {report['detections']} detections, {report['seconds']} s, "
               f"paste={report['mask_paste']}" + ("; -1: no object of that size to score" if undefined else ""))  # fmt: skip
-        if args.explain:  # chapter 10: the errors behind the AP, with the decision that made each
-            explained = explain_dataset(model, dataset, args.batch_size, progress=True)
+    if args.explain:  # chapter 10: the errors behind the AP, with the decision that made each
+        start = time.perf_counter()
+        records = distributed.map_images(lambda data: explain_images(model, data, bs, first), dataset, bs, ctx)
+        if first:
+            explained = merge_images(records, dataset, start=start)
             print(explained.format())
             report["explain"] = explained.to_json()
-        if out is not None:
-            out.write_text(json.dumps(report, indent=2) + "\n")
-            print(f"wrote {out}")
-    return 0
+    return report
 
 
 if __name__ == "__main__":

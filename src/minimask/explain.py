@@ -11,7 +11,10 @@ decision lost each missed object. This module counts those over images:
   recover (pycocotools ``COCOeval`` on corrected results, ``coco_eval``), and the images
   behind each count. One ``model.run`` per batch; in ``"segm"`` mode the mask head runs only
   on the detections whose mask may match an object (``may_match``), which gives the same
-  matching as every mask would.
+  matching as every mask would;
+- ``explain_images`` and ``merge_images``: the same in two steps, a plain record per image,
+  then the ``Report`` of the records in the data set's order (records made by several
+  processes and gathered: ``minimask.distributed``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -386,13 +389,36 @@ def explain_dataset(
     (``until="longlist"`` is enough) whose features are reused (``model.resume``): a sweep of
     the longlist's and later thresholds without running the backbone again.
     """
+    start = time.perf_counter()
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    images = explain_images(model, dataset, batch_size, progress, iou_type, max_images, passes)
+    return merge_images([record for _, record in images], dataset, n, fix_ap, iou_type, start)
+
+
+def explain_images(
+    model,
+    dataset,
+    batch_size: int = BATCH_SIZE,
+    progress: bool = False,
+    iou_type: str = "segm",
+    max_images: int | None = None,
+    passes: Sequence | None = None,
+) -> Iterator[tuple[int, dict]]:
+    """The per-image part of ``explain_dataset``: ``(index, record)`` for each image, in order.
+
+    ``record``: ``results`` (its COCO result entries), ``misses`` and ``false_positives`` (its
+    ``Report`` rows), ``fixes`` (``(kind, detection row in its results, annotation id or
+    None)`` per false positive), ``objects`` (non-crowd) and ``matched``. Plain data: records
+    made by several processes can be gathered, and ``merge_images`` of them in the data
+    set's order is the ``Report`` of one pass (``minimask.distributed``).
+    """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"explain_dataset(iou_type=...): expected 'segm' or 'bbox', got {iou_type!r}")
-    start = time.perf_counter()
+    return _explain_images(model, dataset, batch_size, progress, iou_type, max_images, passes)
+
+
+def _explain_images(model, dataset, batch_size, progress, iou_type, max_images, passes) -> Iterator[tuple[int, dict]]:
     cfg, names = model.config, list(dataset.class_names)
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    misses, fps, fixes, results = [], [], [], []
-    n_objects = n_matched = 0
     for batch, targets, run in runs(model, dataset, batch_size, progress, "explain", "shortlist", max_images, passes):
         traces = [Trace(run, j, cfg, target, iou_type) for j, target in enumerate(targets)]
         if iou_type == "segm":
@@ -400,17 +426,42 @@ def explain_dataset(
         for j, (i, target, tr) in enumerate(zip(batch, targets, traces, strict=True)):
             image_id = int(target["image_id"])
             out = {k: v.cpu() for k, v in run.detections[j].items()}
-            first = len(results)
-            results += coco_eval.to_results(out, image_id, dataset.label_to_category_id, cfg.mask_threshold)
+            results = coco_eval.to_results(out, image_id, dataset.label_to_category_id, cfg.mask_threshold)
             m, f, x = _rows(tr, image_id, dataset.annotations(i), names, out)
-            misses, fps, fixes = misses + m, fps + f, fixes + [(k, first + d, a) for k, d, a in x]
-            n_objects += len(tr.crowd) - sum(tr.crowd)
-            n_matched += len(tr.matches)
+            yield i, {"results": results, "misses": m, "false_positives": f, "fixes": x,
+                      "objects": len(tr.crowd) - sum(tr.crowd), "matched": len(tr.matches)}  # fmt: skip
+
+
+def merge_images(
+    records: Iterable[dict],
+    dataset,
+    n: int | None = None,
+    fix_ap: bool = True,
+    iou_type: str = "segm",
+    start: float | None = None,
+) -> Report:
+    """The ``Report`` of the first ``n`` images of ``dataset`` (all by default) from their
+    ``explain_images`` records, in the data set's order: the rows concatenated, each fix's
+    detection row moved to its place in all the results, then COCOeval (box AP and AP50, and
+    with ``fix_ap`` the AP each fix recovers). ``start``: the ``time.perf_counter()`` the work
+    began at (``Report.seconds``)."""
+    start = time.perf_counter() if start is None else start
+    n = len(dataset) if n is None else n
+    misses, fps, fixes, results = [], [], [], []
+    n_objects = n_matched = 0
+    for record in records:
+        first = len(results)
+        results += record["results"]
+        misses += record["misses"]
+        fps += record["false_positives"]
+        fixes += [(k, first + d, a) for k, d, a in record["fixes"]]
+        n_objects += record["objects"]
+        n_matched += record["matched"]
     coco_gt, ids = coco_eval.ground_truth(dataset)
     ap = _box_ap(coco_gt, results, ids[:n])
     fixed = _fixed(coco_gt, results, ids[:n], misses, fixes, ap) if fix_ap else {}
-    return Report(misses, fps, ap, fixed, names, n, n_objects, len(results), time.perf_counter() - start,
-                  iou_type, n_matched)  # fmt: skip
+    return Report(misses, fps, ap, fixed, list(dataset.class_names), n, n_objects, len(results),
+                  time.perf_counter() - start, iou_type, n_matched)  # fmt: skip
 
 
 def _key(row: dict, k: str):
@@ -426,9 +477,11 @@ __all__ = [
     "Report",
     "coco_size",
     "explain_dataset",
+    "explain_images",
     "false_positives",
     "give_masks",
     "image_report",
     "may_match",
+    "merge_images",
     "reach",
 ]
