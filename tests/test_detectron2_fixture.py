@@ -31,11 +31,16 @@ FIXTURES = sorted(p for p in ROOT.iterdir() if (p / "outputs.json").is_file()) i
 FIXTURES += [Path(p) for p in os.environ.get("MINIMASK_DETECTRON2_FIXTURES", "").split(":") if p]
 
 
-def test_the_repository_holds_a_fixture_made_by_detectron2():
-    names = [p.name for p in FIXTURES]
-    assert "R50-FPN" in names, names
-    provenance = (ROOT / "R50-FPN" / "PROVENANCE.md").read_text()
-    assert "DefaultPredictor" in provenance and "commit" in provenance
+def test_the_repository_holds_fixtures_made_by_detectron2():
+    """The model zoo's R50-FPN, and variants with other code paths: sigmoid scores,
+    class-agnostic heads, legacy RoIAlign (Detectron1-Comparisons)."""
+    names = {p.name for p in FIXTURES}
+    assert {"R50-FPN", "R50-FPN-sigmoid", "R50-FPN-cls-agnostic", "D1-R50-FPN"} <= names, names
+    for name in ("R50-FPN", "R50-FPN-sigmoid", "R50-FPN-cls-agnostic", "D1-R50-FPN"):
+        provenance = (ROOT / name / "PROVENANCE.md").read_text()
+        assert "DefaultPredictor" in provenance and "commit 02b5c4e" in provenance, name
+    checked = json.loads((ROOT / "checked.json").read_text())
+    assert {n for n, c in checked.items() if c["in_repository"]} == names & set(checked)
 
 
 @pytest.fixture(scope="module", params=FIXTURES, ids=[p.name for p in FIXTURES])

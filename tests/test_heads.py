@@ -448,3 +448,31 @@ def test_paste_boxes_follow_the_resize_convention():
     boxes = torch.rand(20, 4, generator=g) * 150
     aligned = paste_boxes(boxes, resized, orig, CFG.replace(roi_aligned=True))
     torch.testing.assert_close(aligned, tv_resize_boxes(boxes, resized, orig), rtol=1e-6, atol=1e-4)
+
+
+def test_class_agnostic_shortlist_is_greedy_nms_over_every_class():
+    """Checked against the definition of greedy NMS, not against torchvision's nms it calls:
+    kept candidates score > thresh, best first, no two kept boxes (of any classes) overlap by
+    more than the NMS threshold, and each candidate above the threshold that is not kept
+    overlaps a better kept one by more (or falls after the cap)."""
+    from minimask.shortlist import flatten_candidates, select_class_agnostic
+    from torchvision.ops import box_iou
+
+    g = torch.Generator().manual_seed(3)
+    proposals = torch.rand(60, 2, generator=g) * 150
+    proposals = torch.cat([proposals, proposals + 20 + torch.rand(60, 2, generator=g) * 40], 1)
+    c = classification_of(torch.randn(60, 4, generator=g) * 2, torch.randn(60, 16, generator=g) * 0.2,
+                          proposals, (200, 220))  # fmt: skip
+    cfg = CFG.replace(box_detections_per_img=12)
+    rows, boxes, scores, labels = select_class_agnostic(c, cfg)
+    all_boxes, all_scores, _ = flatten_candidates(c)
+    assert 0 < len(rows) <= 12 and bool((scores > cfg.box_score_thresh).all())
+    assert torch.equal(scores, scores.sort(descending=True).values)
+    overlap = box_iou(boxes, boxes).fill_diagonal_(0)
+    assert bool((overlap <= cfg.box_nms_thresh).all())
+    worst = float(scores[-1])
+    for i in torch.where(all_scores > cfg.box_score_thresh)[0].tolist():
+        if i in rows.tolist() or float(all_scores[i]) < worst:
+            continue
+        better = scores >= all_scores[i]
+        assert bool((box_iou(all_boxes[i : i + 1], boxes)[0][better] > cfg.box_nms_thresh).any()), i

@@ -51,6 +51,9 @@ def test_level_assignment():
     left, right = fig.axes
     assert len(left.collections) == 1  # one scatter: the featured proposals are all on P2
     assert sum(p.get_height() for p in right.patches) == len(sides)
+    legend = [t.get_text() for t in right.get_legend().get_texts()]
+    assert legend == ["P2: 2 (50.0%)", "P3: 1 (25.0%)", "P4: 1 (25.0%)"]  # the share per level
+    assert "4 + log2(side / 224)" in [t.get_text() for t in left.get_legend().get_texts()]
     plt.close(fig)
 
 
@@ -136,4 +139,29 @@ def test_nms_frame_draws_the_best_removed_and_counts_all():
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert f"{heads.FATE_LABELS['nms']}: {gone} (3 drawn)" in legend
     assert ax.get_title() == "frame"
+    plt.close(fig)
+
+
+def test_confusion_matrix_prints_every_count_and_names_background():
+    counts = torch.tensor([[50, 2, 1], [3, 7, 4], [0, 5, 9]])
+    fig = heads.confusion_matrix(counts, ["__background__", "square", "circle"])
+    ax = fig.axes[0]
+    assert sorted(int(t.get_text()) for t in ax.texts) == sorted(counts.flatten().tolist())
+    cell = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cell[(1, 2)] == "4"  # row = true class, column = most probable class
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["background", "square", "circle"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["background", "square", "circle"]
+    assert ax.get_title() == "81 proposals"
+    plt.close(fig)
+
+
+def test_iou_histograms_one_step_histogram_per_series_with_mean_and_count():
+    series = {"proposal": torch.tensor([0.5, 0.6, 0.7]), "refined": torch.tensor([0.8, 0.9])}
+    fig = heads.iou_histograms(series)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2  # one step outline per series
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["proposal: mean 0.600 (3)", "refined: mean 0.850 (2)"]
+    assert ax.get_xlim() == (0.0, 1.0)
+    assert sum(p.get_path().vertices[:, 1].max() > 0 for p in ax.patches) == 2
     plt.close(fig)

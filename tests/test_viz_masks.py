@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 from minimask import load_pretrained
 from minimask.data import featured
 from minimask.scoring import reliability
-from minimask.viz import class_color
+from minimask.viz import NOT_A_CLASS, class_color
 from minimask.viz import masks as vm
 
 NAMES = ["__background__", "square", "circle", "triangle"]
@@ -80,29 +80,69 @@ def test_threshold_sweep_one_line_per_detection_and_median():
     assert "best at 0.5" in [t.get_text() for t in ax.get_legend().get_texts()][0]
 
 
-def test_threshold_frame_counts_the_pixels_at_the_threshold(shipped):
-    _, image, target, run = shipped
-    seg = run.segmentation[0]
-    masks = seg.masks[:3, 0]
-    titles = []
+def test_threshold_frame_counts_added_and_removed_pixels():
+    """One zoomed panel at least 400 px wide: the legend counts the pixels in at both
+    thresholds, added by a lower one and removed by a higher one (oracle: the counts by hand
+    on a ramp mask); only the window is drawn."""
+    soft = torch.zeros(40, 50)
+    soft[10:30, 10:40] = torch.linspace(0.05, 0.95, 30)  # a ramp: one value per column
+    gt = (soft > 0.5).float()
+    window = (5, 5, 45, 35)
     for th in (0.2, 0.8):
-        fig = vm.threshold_frame(image, masks, seg.labels[:3], target["masks"], th)
-        titles.append(fig.axes[0].get_title())
+        fig = vm.threshold_frame(torch.rand(3, 40, 50), soft, 2, gt, th, window)
+        assert fig.get_size_inches()[0] * fig.dpi >= 400
+        ax = fig.axes[0]
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        both = int(((soft >= th) & (soft >= 0.5)).sum())
+        added = int(((soft >= th) & (soft < 0.5)).sum())
+        removed = int(((soft >= 0.5) & (soft < th)).sum())
+        assert (added > 0) == (th < 0.5) and (removed > 0) == (th > 0.5)
+        assert texts[0] == f"in at 0.5 and {th:g}: {both:,} px"
+        assert texts[1] == f"added at {th:g}: {added:,} px"
+        assert texts[2] == f"removed at {th:g}: {removed:,} px"
+        assert ax.images[0].get_array().shape[:2] == (30, 40)  # the window, not the image
         plt.close(fig)
-    for th, title in zip((0.2, 0.8), titles, strict=True):
-        assert f"threshold {th:g}: {int((masks >= th).sum()):,} pixels" in title
-    assert titles[0] != titles[1]
 
 
-def test_mask_grid_draws_the_cells(shipped):
-    """29 vertical + 29 horizontal grid lines per panel for 28 cells."""
-    _, image, target, run = shipped
-    seg = run.segmentation[0]
-    fig = vm.mask_grid(image, seg.masks[0, 0], seg.boxes_orig[0], int(seg.labels[0]), gt_mask=target["masks"][0])
-    assert len(fig.axes) == 2
-    assert len(fig.axes[0].lines) == 2 * 29
-    width = float(seg.boxes_orig[0, 2] - seg.boxes_orig[0, 0])
-    assert f"{width / 28:.1f} px per cell" in fig._suptitle.get_text()
+def test_grid_failures_blocks_grid_and_iou():
+    """Two rows per object: the 28x28 cells drawn on the box (an image whose extent is the
+    box), the pasted pixels with 29 + 29 cell edges; titles give px per cell and the IoU."""
+    probs = torch.zeros(28, 28)
+    probs[4:24, 4:24] = 1
+    mask = torch.zeros(100, 120)
+    mask[20:80, 30:90] = 1
+    case = {"name": "ring", "label": 4, "box": torch.tensor([20.0, 10.0, 104.0, 94.0]), "probs": probs,
+            "mask": mask, "gt": mask, "iou": 0.83}  # fmt: skip
+    fig = vm.grid_failures([case, {**case, "name": "cross", "label": 5, "iou": 0.64}])
+    top, bottom = fig.axes[0], fig.axes[2]
+    assert "ring" in top.get_title() and "3.0 px per cell" in top.get_title()
+    assert tuple(top.images[1].get_extent()) == (20.0, 104.0, 94.0, 10.0)
+    assert top.images[1].get_array().shape[:2] == (28, 28)
+    assert len(bottom.lines) == 2 * 29
+    assert "mask IoU 0.83" in bottom.get_title() and "mask IoU 0.64" in fig.axes[3].get_title()
+    assert bottom.get_xlim() == pytest.approx((20.0 - 0.06 * 84, 104.0 + 0.06 * 84))  # the box holds the object
+    fig = vm.grid_failures([{**case, "ceiling": 0.97, "box": torch.tensor([40.0, 30.0, 60.0, 50.0])}])
+    assert fig.axes[1].get_title().endswith("(a perfect head: 0.97)")
+    assert fig.axes[1].get_xlim()[0] < 29.5 and fig.axes[1].get_xlim()[1] > 89.5  # zoomed out to the object
+
+
+def test_occluded_masks_fills_the_hidden_part():
+    """The hidden part (whole minus visible) is filled in NOT_A_CLASS, nothing else is; the
+    title gives the hidden share, the IoU and the share of the hidden part in the mask."""
+    full = torch.zeros(20, 20)
+    full[4:16, 4:16] = 1
+    visible = full.clone()
+    visible[4:16, 10:16] = 0
+    case = {"crop": torch.rand(3, 20, 20), "mask": full, "visible": visible, "full": full, "label": 1,
+            "share": 0.5, "iou": 0.5, "hidden": 1.0}  # fmt: skip
+    fig = vm.occluded_masks([case], class_names=NAMES)
+    ax = fig.axes[0]
+    layer = ax.images[1].get_array()
+    filled = layer[..., 3] > 0
+    assert filled.sum() == 12 * 6 and filled[4:16, 10:16].all()
+    expected = [int(NOT_A_CLASS[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    np.testing.assert_allclose(layer[10, 12, :3], expected, atol=1e-3)
+    assert ax.get_title() == "square, 50% hidden\nIoU (visible) 0.50\nhidden part in mask 100%"
 
 
 def test_overlaps_counts_pixels_in_two_masks():
@@ -113,6 +153,11 @@ def test_overlaps_counts_pixels_in_two_masks():
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[0] == "in ≥ 2 masks: 4 px"
     assert labels[1:] == ["square", "circle"]
+    # the image is drawn grey (no colour of its own), the overlap opaque in NOT_A_CLASS
+    picture = fig.axes[0].images[0].get_array()
+    assert np.allclose(picture[..., 0], picture[..., 1]) and np.allclose(picture[..., 1], picture[..., 2])
+    layer = fig.axes[0].images[1].get_array()
+    assert (layer[..., 3] > 0).sum() == 4 and layer[4, 4, 3] == 1.0
 
 
 def test_mask_target_panels():

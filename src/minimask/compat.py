@@ -21,6 +21,7 @@ the wrong shape.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import pickle
 import re
@@ -53,6 +54,7 @@ _HARD_CODED = {
     "box_min_size": 1e-2,  # RoIHeads.postprocess_detections: remove_small_boxes(min_size=1e-2)
     "mask_paste": "torchvision",  # paste_masks_in_image
     "mask_paste_padding": 1,  # paste_masks_in_image(padding=1)
+    "paste_pixel_centre": "roi_align",  # no sub-pixel paste (mask_paste is "torchvision")
     "rpn_smooth_l1_beta": 1 / 9,  # RegionProposalNetwork.compute_loss
     "box_smooth_l1_beta": 1 / 9,  # fastrcnn_loss
     # the rules Detectron2 decides by (chapter 11): torchvision has no switch for any of them
@@ -413,6 +415,8 @@ def load_coco_weights(progress: bool = True) -> MaskRCNN:
 
 __all__ = [
     "check_state_dict",
+    "model_zoo_table",
+    "compare_with_detectron2",
     "DETECTRON2_RULES",
     "agreement",
     "config_from_detectron2",
@@ -1086,7 +1090,7 @@ DETECTRON2_RULES: dict[str, dict[str, Any]] = {
     "empty boxes dropped after rescaling": {"small_box_removal": "after_rescale", "box_min_size": 0.0},
     "NMS by Detectron2's class index": {"background_class": "last"},
     "boxes clipped to the original": {"clip_to_original": True},
-    "sub-pixel mask paste": {"mask_paste": "subpixel"},
+    "sub-pixel mask paste": {"mask_paste": "subpixel", "paste_pixel_centre": "half"},
     "masks thresholded at 0.5": {"binary_masks": True},
 }
 
@@ -1149,3 +1153,121 @@ def detectron2_class_names(num_classes: int) -> list[str]:
     if num_classes == 81:
         return ["__background__"] + [c for c in coco_categories()[1:] if c != "N/A"]
     return ["__background__"] + [str(i) for i in range(1, num_classes)]
+
+
+# --- Detectron2's model zoo (chapter 11) -----------------------------------------------------------
+DETECTRON2_DATA = Path(__file__).resolve().parents[2] / "data" / "detectron2"
+
+
+def model_zoo_table(folder: str | Path = DETECTRON2_DATA) -> list[dict[str, Any]]:
+    """Chapter 11. Each Mask R-CNN config of Detectron2's model zoo: does ``from_detectron2`` load it?
+
+    Reads ``model_zoo.json`` (the values each config sets, ``_BASE_`` files merged, written by
+    ``tools/detectron2_model_zoo.py`` from a Detectron2 checkout) and ``checked.json`` (the
+    fixtures made by Detectron2 from a seeded, narrowed model of a config, with any other
+    ``changes`` to it, and how our outputs compared with ``DefaultPredictor``'s:
+    ``tests/test_detectron2_fixture.py``). Rows:
+    ``config`` (its path in Detectron2's repository), ``loads`` (bool), ``reason`` (why not:
+    the Detectron2 keys, in one line), ``config_obj`` (our ``Config``, or None), ``checked``
+    (the fixture that checked it; for a config without one, "~" and the fixture whose config
+    is nearest, ``differs`` naming the fields, training-only ones left out, that differ from
+    it: none means the same model at inference).
+    """
+    folder = Path(folder)
+    zoo = json.loads((folder / "model_zoo.json").read_text())
+    checked = json.loads((folder / "checked.json").read_text()) if (folder / "checked.json").is_file() else {}
+    by_config = {c["config"]: name for name, c in checked.items() if not c.get("changes")}
+    rows: list[dict[str, Any]] = []
+    for entry in zoo:
+        row = {"config": entry["config"], "loads": False, "reason": "", "config_obj": None, "checked": ""}
+        if entry["values"] is None:
+            row["reason"] = entry["unread"].split(": ", 1)[-1].split(" (")[0]
+        else:
+            try:
+                row["config_obj"], row["loads"] = config_from_detectron2(entry["values"]), True
+            except ValueError as err:
+                row["reason"] = str(err).removeprefix("cannot run this Detectron2 config: ")
+        rows.append(row)
+    checked_rows = [(by_config[r["config"]], r["config_obj"]) for r in rows if r["config"] in by_config and r["loads"]]
+    for row in rows:
+        row["differs"] = []
+        if row["config"] in by_config:
+            row["checked"] = by_config[row["config"]]
+        elif row["loads"] and checked_rows:
+            diffs = [(name, _inference_differences(obj, row["config_obj"])) for name, obj in checked_rows]
+            row["checked"], row["differs"] = min(diffs, key=lambda d: len(d[1]))
+            row["checked"] = "~" + row["checked"]
+    return rows
+
+
+# Config fields that only training reads: two configs that differ in these alone are the same
+# model at inference.
+_TRAINING_ONLY = frozenset(
+    {
+        "trainable_backbone_layers",
+        "rpn_pre_nms_top_n_train",
+        "rpn_post_nms_top_n_train",
+        "rpn_fg_iou_thresh",
+        "rpn_bg_iou_thresh",
+        "rpn_batch_size_per_image",
+        "rpn_positive_fraction",
+        "rpn_smooth_l1_beta",
+        "box_fg_iou_thresh",
+        "box_bg_iou_thresh",
+        "box_batch_size_per_image",
+        "box_positive_fraction",
+        "box_smooth_l1_beta",
+    }
+)
+
+
+def _inference_differences(a: Config, b: Config) -> list[str]:
+    """The fields, other than training-only ones, in which two configs differ."""
+    return [f for f in a.to_dict() if f not in _TRAINING_ONLY and getattr(a, f) != getattr(b, f)]
+
+
+def compare_with_detectron2(model: MaskRCNN, folder: str | Path) -> list[dict[str, Any]]:
+    """Chapter 11. Our run of ``model`` on a fixture's images against what Detectron2 computed.
+
+    ``folder``: a directory of ``data/detectron2`` (``images/``, ``outputs.json`` from
+    ``tools/detectron2_fixture.py``). Per image: ``detections`` (Detectron2's count) and
+    ``ours``, ``box_px`` (largest box-corner difference, pixels), ``score`` (largest score
+    difference), ``classes`` (same classes in the same order), ``kept`` (same kept proposal
+    rows), ``proposal_px`` (largest proposal-corner difference), ``mask_pixels`` /
+    ``mask_total`` (pixels of the binary masks that differ / Detectron2's mask pixels), and
+    the two outputs (``theirs``, ``run``) for figures.
+    """
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    folder = Path(folder)
+    rows = []
+    for rec in json.loads((folder / "outputs.json").read_text()):
+        rgb = np.asarray(Image.open(folder / "images" / rec["file_name"]).convert("RGB"))
+        with torch.no_grad():
+            run = model.run([torch.from_numpy(rgb.copy()).permute(2, 0, 1)])
+        det, theirs_boxes = run.detections[0], torch.tensor(rec["boxes"]).reshape(-1, 4)
+        same_n = len(det["boxes"]) == len(theirs_boxes)
+        masks = torch.from_numpy(mask_utils.decode(rec["masks"])).permute(2, 0, 1).bool()
+        proposals = torch.tensor(rec["proposal_boxes"])
+        rows.append(
+            {
+                "file_name": rec["file_name"],
+                "image": rgb,
+                "detections": len(theirs_boxes),
+                "ours": len(det["boxes"]),
+                "box_px": float((det["boxes"] - theirs_boxes).abs().max()) if same_n else math.inf,
+                "score": float((det["scores"] - torch.tensor(rec["scores"])).abs().max()) if same_n else math.inf,
+                "classes": (det["labels"] - 1).tolist() == rec["classes"],
+                "kept": run.shortlist[0].proposal_index.tolist() == rec["kept"],
+                "proposal_px": float((run.longlist[0].boxes - proposals).abs().max())
+                if len(proposals) == len(run.longlist[0].boxes)
+                else math.inf,
+                "mask_pixels": int(((det["masks"][:, 0] >= 0.5) != masks).sum()) if same_n else -1,
+                "mask_total": int(masks.sum()),
+                "theirs": {"boxes": theirs_boxes, "scores": torch.tensor(rec["scores"]), "classes": rec["classes"]},
+                "run": run,
+            }
+        )
+    return rows

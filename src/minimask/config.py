@@ -34,6 +34,7 @@ from typing import Any
 
 BACKBONES = ("resnet50", "resnet101", "resnet152", "resnet18", "small")
 MASK_PASTES = ("torchvision", "subpixel")
+PIXEL_CENTRES = ("roi_align", "half")
 NORMS = ("batch", "frozen", "group")
 CONV_NORMS = ("batch", "group")
 CLASS_SCORES = ("softmax", "sigmoid")
@@ -553,6 +554,15 @@ class Config:
         "zero border in cells (torchvision paste only)",
         check=NON_NEGATIVE_INT,
     )
+    paste_pixel_centre: str = _f(
+        "roi_align",
+        7,
+        "(no sub-pixel paste)",
+        "_do_paste_mask (pixel centres at +0.5)",
+        "where the sub-pixel paste puts pixel p: 'roi_align' as the RoIAlign that made the mask "
+        "targets (p + 0.5 if roi_aligned, else p); 'half': p + 0.5 always, as Detectron2",
+        check=("choice", PIXEL_CENTRES),
+    )
     clip_to_original: bool = _f(
         False,
         7,
@@ -665,6 +675,7 @@ class Config:
             small_box_removal="after_rescale",
             background_class="last",
             mask_paste="subpixel",
+            paste_pixel_centre="half",
             clip_to_original=True,
             binary_masks=True,
         )

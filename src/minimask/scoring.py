@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from minimask import coco_eval
 from minimask.classification import Classification
 from minimask.config import Config
 from minimask.longlist import Longlist
@@ -140,3 +142,127 @@ def reliability(scores: Tensor, correct: Tensor, bins: int = 10) -> Reliability:
 def expected_calibration_error(scores: Tensor, correct: Tensor, bins: int = 10) -> float:
     """Chapter 8. ECE of ``scores`` against ``correct`` over ``bins`` equal-width bins."""
     return reliability(scores, correct, bins).ece
+
+
+# --- chapter 8: judging each detection, and choosing a score threshold per class ------------------
+
+
+def judge(target: dict[str, Tensor], output: dict[str, Tensor], mask_threshold: float) -> tuple[Tensor, ...]:
+    """Chapter 8. One image's detections judged at IoU 0.5 by COCOeval's matching, twice.
+
+    ``target``: the image's ground truth (torchvision's contract, with ``masks`` and
+    ``iscrowd``); ``output``: the model's ``boxes``, ``labels``, ``scores``, ``masks``
+    (``Tensor[D, 1, H, W]``). Returns ``(by_box, mask_ok, own_iou, near)``: ``by_box`` (D,)
+    int64 the object each detection matched by box IoU (``coco_eval.greedy_match``: -1 none,
+    -2 a crowd region); ``mask_ok`` (D,) bool matched by mask IoU; ``own_iou`` (D,) the mask
+    IoU with the object its box matched (0 where none); ``near`` (D,) bool box IoU >= 0.5 with
+    some object, whatever its class.
+    """
+    crowd = target["iscrowd"].tolist()
+    rles = coco_eval.encode_masks(output["masks"], mask_threshold)
+    mask_iou = torch.as_tensor(coco_eval.iou(rles, coco_eval.encode(target["masks"]), crowd))
+    box_iou = torch.as_tensor(coco_eval.iou(output["boxes"], target["boxes"], crowd))
+    by_box, by_mask = (
+        torch.tensor(
+            coco_eval.greedy_match(iou.numpy(), output["scores"], output["labels"], target["labels"], crowd)[0],
+            dtype=torch.int64,
+        )
+        for iou in (box_iou, mask_iou)
+    )
+    own = torch.zeros(len(by_box), dtype=torch.float64)
+    hit = by_box >= 0
+    own[hit] = mask_iou[hit.nonzero()[:, 0], by_box[hit]].double()
+    near = (box_iou >= coco_eval.IOU_MATCH).any(1) if box_iou.numel() else torch.zeros(len(by_box), dtype=torch.bool)
+    return by_box, by_mask >= 0, own, near
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Chapter 8. One class's precision-recall curve (COCOeval's, IoU 0.5, area "all", 100
+    detections) and two score thresholds read from it."""
+
+    category_id: int
+    recall: np.ndarray  # (R,) COCOeval's recall grid (params.recThrs: 0, 0.01, ..., 1)
+    precision: np.ndarray  # (R,) eval["precision"]: the best precision at this recall or beyond; 0 past reach
+    scores: np.ndarray  # (R,) eval["scores"]: the score of the detection with which recall reaches recall[r]
+    target: float  # the precision asked for
+    at_target: int  # the highest recall point whose precision >= target (-1: none)
+    at_f1: int  # the recall point of the highest F1 = 2 p r / (p + r) (-1: no correct detection)
+    objects: int  # the class's objects (not crowd)
+    kept_precision: tuple[float, float]  # (target, F1): precision of the detections scoring >= each threshold
+    kept_recall: tuple[float, float]  # (target, F1): recall of those detections
+
+    def threshold(self, which: str = "target") -> float:
+        """The score threshold of the ``"target"`` or ``"f1"`` point (NaN where there is none)."""
+        r = self.at_target if which == "target" else self.at_f1
+        return float(self.scores[r]) if r >= 0 else float("nan")
+
+    @property
+    def f1(self) -> float:
+        """The highest F1 on the curve."""
+        if self.at_f1 < 0:
+            return 0.0
+        p, r = self.precision[self.at_f1], self.recall[self.at_f1]
+        return float(2 * p * r / (p + r))
+
+
+def _kept(ev, k: int, area: int, threshold: float) -> tuple[float, float]:
+    """Precision and recall at IoU 0.5 of category index ``k``'s detections scoring >= threshold,
+    from COCOeval's per-image matches (``evalImgs``, as ``accumulate`` reads them)."""
+    per_area, images = len(ev.params.areaRng), len(ev.params.imgIds)
+    max_det = ev.params.maxDets[-1]
+    hits, objects = [], 0
+    for e in ev.evalImgs[k * per_area * images + area * images : k * per_area * images + (area + 1) * images]:
+        if e is None:
+            continue
+        scores = np.asarray(e["dtScores"][:max_det])
+        keep = (scores >= threshold) & ~e["dtIgnore"][0, :max_det]
+        hits.append(e["dtMatches"][0, :max_det][keep] > 0)
+        objects += int((np.asarray(e["gtIgnore"]) == 0).sum())
+    hit = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
+    precision = float(hit.mean()) if hit.size else float("nan")
+    return precision, (float(hit.sum()) / objects if objects else float("nan"))
+
+
+def operating_points(ev, target: float = 0.9) -> list[OperatingPoint]:
+    """Chapter 8. Per class, the score threshold that reaches precision ``target`` with the most
+    recall, and the one of the highest F1, read from an evaluated COCOeval
+    (``coco_eval.evaluate``).
+
+    ``ev.eval["precision"]`` and ``ev.eval["scores"]`` (shape ``[T, R, K, A, M]``) are read at
+    IoU 0.5 (``T = 0``), area "all" and the most detections. COCOeval's precision is
+    interpolated: at recall ``r`` it is the best precision at ``r`` or beyond, so a threshold
+    read from it can keep detections whose own precision is lower; ``kept_precision`` and
+    ``kept_recall`` are the realised numbers (COCOeval's matches of the detections scoring at
+    least the threshold). One entry per ``ev.params.catIds``.
+    """
+    if ev.params.iouThrs[0] != coco_eval.IOU_MATCH:
+        raise ValueError(f"operating_points: the first IoU threshold is {ev.params.iouThrs[0]}, not 0.5")
+    area = ev.params.areaRngLbl.index("all")
+    recall = np.asarray(ev.params.recThrs, dtype=np.float64)
+    out = []
+    for k, category in enumerate(ev.params.catIds):
+        precision = np.asarray(ev.eval["precision"][0, :, k, area, -1], dtype=np.float64)
+        scores = np.asarray(ev.eval["scores"][0, :, k, area, -1], dtype=np.float64)
+        reached = np.nonzero(precision >= target)[0]
+        at_target = int(reached[-1]) if reached.size else -1
+        f1 = np.where(precision > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+        at_f1 = int(np.argmax(f1)) if f1.max() > 0 else -1
+        kept = [_kept(ev, k, area, float(scores[r])) if r >= 0 else (float("nan"),) * 2 for r in (at_target, at_f1)]
+        gts = sum(int((np.asarray(e["gtIgnore"]) == 0).sum()) for e in ev.evalImgs
+                  if e is not None and e["category_id"] == category and e["aRng"] == ev.params.areaRng[area])  # fmt: skip
+        out.append(
+            OperatingPoint(
+                category_id=int(category),
+                recall=recall,
+                precision=precision,
+                scores=scores,
+                target=float(target),
+                at_target=at_target,
+                at_f1=at_f1,
+                objects=gts,
+                kept_precision=(kept[0][0], kept[1][0]),
+                kept_recall=(kept[0][1], kept[1][1]),
+            )
+        )
+    return out

@@ -21,6 +21,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
+from torchvision.ops import nms as tv_nms
 
 from minimask import boxes as box_ops
 from minimask.classification import Classification
@@ -137,3 +138,16 @@ def select_shortlist(c: Classification, cfg: Config, original_size: tuple[int, i
         boxes_orig=None if original_size is None else boxes_to_original(boxes[rows], c.image_size, original_size, cfg),
         order=("score_threshold", "nms", "cap", "small_box") if after else (),
     )
+
+
+def select_class_agnostic(c: Classification, cfg: Config) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Chapter 6. The shortlist with one NMS over all classes, an alternative neither torchvision
+    nor Detectron2 offers in ``postprocess_detections`` / ``fast_rcnn_inference``: score strictly
+    greater than ``cfg.box_score_thresh``, then ``torchvision.ops.nms`` at ``cfg.box_nms_thresh``
+    ignoring the labels, then the ``cfg.box_detections_per_img`` best (no tiny-box rule).
+    Returns ``(rows, boxes, scores, labels)``: candidate rows (as ``flatten_candidates``) best first.
+    """
+    boxes, scores, labels = flatten_candidates(c)
+    rows = torch.where(scores > cfg.box_score_thresh)[0]
+    rows = rows[tv_nms(boxes[rows], scores[rows], cfg.box_nms_thresh)][: cfg.box_detections_per_img]
+    return rows, boxes[rows], scores[rows], labels[rows]

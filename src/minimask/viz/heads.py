@@ -22,6 +22,7 @@ from minimask.viz import (
     DROPPED_STYLE,
     FIG_WIDTH,
     GT_STYLE,
+    NOT_A_CLASS,
     OKABE_ITO,
     _figure_and_axes,
     _image_array,
@@ -70,7 +71,8 @@ def level_assignment(
     fig, (left, right) = plt.subplots(2, 1, figsize=(FIG_WIDTH, 7.0))
     xs = np.geomspace(4, 1000, 400)
     raw = canonical_level + np.log2(xs / canonical_scale)
-    left.plot(xs, raw, color="0.6", linewidth=1, linestyle=":", label="4 + log2(side / 224)")
+    unclamped = f"{canonical_level} + log2(side / {canonical_scale:g})"
+    left.plot(xs, raw, color="0.6", linewidth=1, linestyle=":", label=unclamped)
     left.plot(
         xs, np.clip(np.floor(raw + 1e-6), k_min, k_max), color="black", linewidth=1.5, label="level (floor, clamped)"
     )
@@ -99,7 +101,7 @@ def level_assignment(
         bins=edges,
         stacked=True,
         color=[level_color(k) for k in present],
-        label=[f"{level_name(k)}: {(levels == k).sum()}" for k in present],
+        label=[f"{level_name(k)}: {(levels == k).sum()} ({(levels == k).mean():.1%})" for k in present],
     )
     right.set_xscale("log")
     right.set_xlabel("box side sqrt(area), px")
@@ -310,6 +312,65 @@ def roi_sampling(
     ]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
     ax.set_title(title or f"{int(positive.sum())} positive and {int(negative.sum())} negative RoIs sampled")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(
+    counts, class_names: Sequence[str] | None = None, ax: plt.Axes | None = None, title: str | None = None
+) -> Figure:
+    """Chapter 5. Proposals counted by true class (rows) and most probable class (columns).
+
+    ``counts`` (K+1, K+1) integers, background in row and column 0 (a proposal that matches
+    no object is background). Each cell prints its count; shading is logarithmic, so that the
+    few confusions between shapes show beside the large background cell.
+    """
+    counts = np.asarray(torch.as_tensor(counts).cpu(), dtype=np.int64)
+    n = counts.shape[0]
+    names = [class_name(k, class_names) for k in range(n)]
+    names = ["background" if k == 0 or v.startswith("__") else v for k, v in enumerate(names)]
+    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 5.6))
+    shade = np.log10(counts + 1.0)
+    ax.imshow(shade, cmap="Greys", vmin=0, vmax=shade.max() * 1.25 if shade.size else 1, aspect="auto")
+    for (i, j), v in np.ndenumerate(counts):
+        dark = shade[i, j] > 0.55 * shade.max() * 1.25
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if dark else "black")
+    ax.set_xticks(range(n), names, rotation=30, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("most probable class (argmax over the K+1 columns)")
+    ax.set_ylabel("true class of the matched object")
+    ax.set_title(title or f"{int(counts.sum())} proposals")
+    fig.tight_layout()
+    return fig
+
+
+def iou_histograms(
+    series: Mapping[str, object],
+    ax: plt.Axes | None = None,
+    title: str | None = None,
+    xlabel: str = "IoU with the matched object",
+) -> Figure:
+    """Chapter 5. Overlaid step histograms of IoU values in [0, 1], one per ``series`` entry.
+
+    Each series is normalised to sum to 1 (series of different sizes side by side); the
+    legend gives its name, mean and count. Lines are grey, black and reddish purple (never a
+    class colour): the series are kinds of box, not classes.
+    """
+    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 3.6))
+    styles = [("0.55", "--"), ("black", "-"), (NOT_A_CLASS, "-")]
+    bins = np.linspace(0, 1, 41)
+    for i, (name, values) in enumerate(series.items()):
+        v = np.asarray(torch.as_tensor(values).cpu(), dtype=np.float64)
+        colour, style = styles[i % len(styles)]
+        ax.hist(v, bins=bins, weights=np.full(len(v), 1 / max(len(v), 1)), histtype="step", color=colour,
+                linestyle=style, linewidth=1.6, label=f"{name}: mean {v.mean():.3f} ({len(v)})")  # fmt: skip
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, ax.get_ylim()[1] * (1.25 + 0.15 * len(series)))  # room for the legend above
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"share of boxes per {bins[1]:.3f} bin")
+    ax.legend(loc="upper left", frameon=False)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 

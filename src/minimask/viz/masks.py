@@ -27,13 +27,15 @@ from minimask.viz._draw import class_name, draw_box
 # (tools/sitecheck.py fails wider ones); text no smaller than SMALL points.
 WIDTH = 6.4
 SMALL = 10
+REMOVED_GREY = "0.25"  # pixels a higher mask threshold removes
 WINDOW_GREY = "0.7"  # torchvision's integer paste window: light, to show on the black of an empty mask
 
 __all__ = [
     "class_channels",
     "mask_cases",
-    "mask_grid",
+    "grid_failures",
     "mask_target",
+    "occluded_masks",
     "overlaps",
     "paste_rules",
     "reliability_diagram",
@@ -142,7 +144,9 @@ def paste_rules(
         if (mask >= threshold).any():
             ax.contour(mask, levels=[threshold], colors=[colour], linewidths=1.5)
         if gt_mask is not None:
-            ax.contour(_np(gt_mask), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
+            # a white line under the black dashes: the ground truth shows on the black of the mask
+            ax.contour(_np(gt_mask), levels=[0.5], colors="white", linewidths=2.4)
+            ax.contour(_np(gt_mask), levels=[0.5], colors="black", linewidths=1.2, linestyles="--")
         if name == "torchvision":
             enlarged, corners = _torchvision_window(box, side, padding)
             draw_box(ax, enlarged, edgecolor=NOT_A_CLASS, linewidth=1.2, linestyle="--")
@@ -198,92 +202,166 @@ def threshold_sweep(
     return fig
 
 
-def threshold_frame(image, masks, labels, gt_masks, threshold: float, margin: int = 6) -> Figure:
-    """Chapter 7. One step of the mask-threshold slider: an image's soft masks ``(D, H, W)`` cut
-    at ``threshold`` (filled and outlined in the class colour; ground truth dashed black), the
-    picture cropped to the masks (at any threshold) plus ``margin`` pixels and drawn a column
-    wide, so that the one-cell band along each outline is visible; the title counts the pixels."""
-    picture = _image_array(image)
-    soft = _np(masks)
-    gts = _np(gt_masks)
-    anywhere = (soft > 0.05).any(0) if len(soft) else np.zeros(picture.shape[:2], bool)
-    ys, xs = np.nonzero(anywhere)
-    if len(ys):
-        y0, y1 = max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, picture.shape[0])
-        x0, x1 = max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, picture.shape[1])
-    else:
-        y0, y1, x0, x1 = 0, picture.shape[0], 0, picture.shape[1]
-    height = min(WIDTH * (y1 - y0) / (x1 - x0), 5.0)
-    fig, ax = plt.subplots(figsize=(WIDTH * 0.8, height))
-    ax.imshow(picture[y0:y1, x0:x1], interpolation="nearest")
-    overlay = np.zeros((y1 - y0, x1 - x0, 4))
-    pixels = 0
-    for mask, label in zip(soft[:, y0:y1, x0:x1], [int(v) for v in labels], strict=True):
-        inside = mask >= threshold
-        pixels += int(inside.sum())
-        overlay[inside] = (*matplotlib.colors.to_rgb(class_color(label)), 0.45)
-        if inside.any() and not inside.all():
-            ax.contour(inside.astype(float), levels=[0.5], colors=[class_color(label)], linewidths=1.2)
-    ax.imshow(overlay, interpolation="nearest")
-    for gt in gts[:, y0:y1, x0:x1]:
-        if gt.any():
-            ax.contour(gt, levels=[0.5], colors="black", linewidths=0.9, linestyles="--")
-    _clean(ax, f"masks at threshold {threshold:g}: {pixels:,} pixels (crop {x1 - x0}x{y1 - y0} px)")
+def _grey(picture: np.ndarray, light: float = 0.5) -> np.ndarray:
+    """An (H, W, 3) picture as light grey (its luminance, raised by ``light``), so that colours
+    drawn over it are the figure's own and never the objects' (the data set paints at random)."""
+    luminance = picture @ np.array([0.299, 0.587, 0.114])
+    return np.repeat((luminance * (1 - light) + light)[..., None], 3, axis=2)
+
+
+def _fill(ax, region: np.ndarray, colour: str, alpha: float = 1.0, extent=None) -> None:
+    """``region`` (h, w) bool drawn as opaque pixels of ``colour`` (nearest, no blending)."""
+    layer = np.zeros((*region.shape, 4))
+    layer[region] = (*matplotlib.colors.to_rgb(colour), alpha)
+    ax.imshow(layer, interpolation="nearest", extent=extent)
+
+
+def threshold_frame(image, mask, label: int, gt_mask, threshold: float, window, reference: float = 0.5) -> Figure:
+    """Chapter 7. One step of the mask-threshold slider, on one detection: its soft pasted mask
+    ``(H, W)`` cut at ``threshold`` against the same mask cut at ``reference``, inside ``window``
+    (x0, y0, x1, y1, integer pixels, end exclusive) drawn a column wide, pixel by pixel, on the
+    greyed image. Pixels in at both: class colour; added by a lower threshold: ``NOT_A_CLASS``;
+    removed by a higher one: dark grey. Ground truth dashed black; the legend counts pixels."""
+    x0, y0, x1, y1 = (int(v) for v in window)
+    picture = _grey(_image_array(image))[y0:y1, x0:x1]
+    soft = _np(mask)[y0:y1, x0:x1]
+    at, ref = soft >= threshold, soft >= reference
+    both, added, removed = at & ref, at & ~ref, ref & ~at
+    width = WIDTH * 0.8
+    fig, ax = plt.subplots(figsize=(width, min(width * (y1 - y0) / (x1 - x0), 6.0) + 0.9))
+    ax.imshow(picture, interpolation="nearest")
+    _fill(ax, both, class_color(label), 0.75)
+    _fill(ax, added, NOT_A_CLASS)
+    _fill(ax, removed, REMOVED_GREY)
+    if gt_mask is not None:
+        ax.contour(_np(gt_mask)[y0:y1, x0:x1], levels=[0.5], colors="black", linewidths=1.2, linestyles="--")
+    handles = [
+        Patch(
+            color=class_color(label), alpha=0.75, label=f"in at {reference:g} and {threshold:g}: {int(both.sum()):,} px"
+        ),
+        Patch(color=NOT_A_CLASS, label=f"added at {threshold:g}: {int(added.sum()):,} px"),
+        Patch(color=REMOVED_GREY, label=f"removed at {threshold:g}: {int(removed.sum()):,} px"),
+        Line2D([], [], **GT_STYLE, label="ground truth"),
+    ]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, fontsize=SMALL - 1,
+              frameon=False)  # fmt: skip
+    _clean(ax, f"mask at threshold {threshold:g}: {int(at.sum()):,} px (window {x1 - x0}×{y1 - y0} px)")
     fig.tight_layout()
     return fig
 
 
-def mask_grid(image, mask, box, label: int, gt_mask=None, threshold: float = 0.5, cells: int = 28) -> Figure:
-    """Chapter 7. A pasted mask over its image with the box's ``cells`` x ``cells`` grid drawn:
-    each cell is one number of the mask head, so edges cannot be finer than a cell."""
-    picture = _image_array(image)
-    soft = _np(mask)
-    colour = class_color(label)
-    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.5))
-    x1, y1, x2, y2 = (float(v) for v in box)
-    for ax, show in zip(axes, ("image", "mask"), strict=True):
-        ax.imshow(picture if show == "image" else soft, cmap=None if show == "image" else "gray",
-                  vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
-        for t in np.linspace(0, 1, cells + 1):
-            ax.plot([x1 + t * (x2 - x1)] * 2, [y1, y2], color="0.5", linewidth=0.3)
-            ax.plot([x1, x2], [y1 + t * (y2 - y1)] * 2, color="0.5", linewidth=0.3)
-        ax.contour(soft, levels=[threshold], colors=[colour], linewidths=1.6)
-        if gt_mask is not None:
-            ax.contour(_np(gt_mask), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
-        pad = 0.08 * max(x2 - x1, y2 - y1)
-        ax.set_xlim(x1 - pad, x2 + pad)
-        ax.set_ylim(y2 + pad, y1 - pad)
-        _clean(ax)
-    axes[0].set_title("mask at 0.5 (colour), object (dashed)", fontsize=SMALL)
-    axes[1].set_title("the soft pasted mask", fontsize=SMALL)
-    fig.suptitle(
-        f"A {x2 - x1:.0f}-px box, {cells} cells across: {(x2 - x1) / cells:.1f} px per cell",
-        fontsize=SMALL + 1,
-    )
-    fig.tight_layout()
+def grid_failures(cases: Sequence[Mapping], threshold: float = 0.5, cells: int = 28) -> Figure:
+    """Chapter 7. Large objects against the fixed grid, one column each. A case: ``name``,
+    ``label``, ``box`` (x1, y1, x2, y2) in image pixels, ``probs`` (M, M) the mask head's
+    probabilities on that box, ``mask`` (H, W) the pasted soft mask, ``gt`` (H, W) the object,
+    ``iou`` the pasted mask's IoU with it, optionally ``ceiling`` (the IoU of the object's own
+    M x M target pasted back: a perfect head's). Top: the M x M cells at ``threshold`` drawn as blocks
+    on the box; bottom: the pasted pixels at ``threshold`` with the cell grid. Ground truth
+    black dashed; both rows zoomed on the box and the object."""
+    n = len(cases)
+    fig, axes = plt.subplots(2, n, figsize=(WIDTH, 5.9), squeeze=False)
+    for col, case in enumerate(cases):
+        x1, y1, x2, y2 = (float(v) for v in case["box"])
+        colour = class_color(int(case["label"]))
+        gt = _np(case["gt"])
+        per_cell = max(x2 - x1, y2 - y1) / cells
+        ys, xs = np.nonzero(gt > 0.5) if (gt > 0.5).any() else ([y1, y2], [x1, x2])
+        left, right = min(x1, np.min(xs) - 0.5), max(x2, np.max(xs) + 0.5)  # the box and the object
+        top, bottom = min(y1, np.min(ys) - 0.5), max(y2, np.max(ys) + 0.5)
+        pad = 0.06 * max(right - left, bottom - top)
+        for row, ax in enumerate(axes[:, col]):
+            ax.imshow(np.ones((*gt.shape, 3)) * 0.93, interpolation="nearest")
+            if row == 0:
+                _fill(ax, _np(case["probs"]) >= threshold, colour, extent=(x1, x2, y2, y1))
+            else:
+                _fill(ax, _np(case["mask"]) >= threshold, colour)
+                for t in np.linspace(0, 1, cells + 1):
+                    ax.plot([x1 + t * (x2 - x1)] * 2, [y1, y2], color="0.45", linewidth=0.3)
+                    ax.plot([x1, x2], [y1 + t * (y2 - y1)] * 2, color="0.45", linewidth=0.3)
+            ax.contour(gt, levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
+            ax.set_xlim(left - pad, right + pad)
+            ax.set_ylim(bottom + pad, top - pad)
+            ax.set_aspect("equal")
+        _clean(axes[0, col], f"{case['name']}: {cells}×{cells} cells\n{per_cell:.1f} px per cell")
+        title = f"pasted, mask IoU {float(case['iou']):.2f}"
+        if "ceiling" in case:
+            title += f"\n(a perfect head: {float(case['ceiling']):.2f})"
+        _clean(axes[1, col], title)
+    handles = [Line2D([], [], **GT_STYLE, label="ground truth"),
+               Line2D([], [], color="0.45", linewidth=0.6, label="a cell's edges")]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=SMALL - 1, frameon=False)
+    fig.suptitle(f"The largest objects: {cells}×{cells} cells at {threshold:g}, and their pasted pixels",
+                 fontsize=SMALL + 1)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def occluded_masks(
+    cases: Sequence[Mapping], threshold: float = 0.5, class_names: Sequence[str] | None = None
+) -> Figure:
+    """Chapter 7. Partly hidden objects, one panel each, three to a row. A case: ``crop``
+    (3, h, w), ``mask`` (h, w) the detection's soft pasted mask, ``visible`` and ``full``
+    (h, w) the object's visible and whole (unoccluded) masks, ``label``, ``share`` (the hidden
+    fraction of the whole object), ``iou`` (mask IoU with the visible part) and ``hidden``
+    (the fraction of the hidden part inside the mask). Greyed crop; the hidden part filled in
+    ``NOT_A_CLASS``; the visible part black dashed; the mask at ``threshold`` outlined in the
+    class colour."""
+    cols = min(max(len(cases), 1), 3)
+    rows = -(-max(len(cases), 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH, rows * (WIDTH / 3 + 0.9) + 0.5), squeeze=False)
+    for ax in axes.flat[len(cases) :]:
+        fig.delaxes(ax)
+    for ax, case in zip(axes.flat, cases, strict=False):
+        visible, full = _np(case["visible"]) > 0.5, _np(case["full"]) > 0.5
+        ax.imshow(_grey(_image_array(case["crop"])), interpolation="nearest")
+        _fill(ax, full & ~visible, NOT_A_CLASS, 0.8)
+        ax.contour(visible.astype(float), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
+        mask = _np(case["mask"])
+        if (mask >= threshold).any() and (mask < threshold).any():
+            ax.contour(mask, levels=[threshold], colors=[class_color(int(case["label"]))], linewidths=2.0)
+        name = class_name(int(case["label"]), class_names)
+        _clean(
+            ax,
+            f"{name}, {float(case['share']):.0%} hidden\nIoU (visible) {float(case['iou']):.2f}\n"
+            f"hidden part in mask {float(case['hidden']):.0%}",
+            size=SMALL - 1,
+        )
+    labels = sorted({int(c["label"]) for c in cases}) or [1]
+    handles = [
+        tuple(Line2D([], [], color=class_color(k), linewidth=2) for k in labels),
+        Line2D([], [], **GT_STYLE),
+        Patch(color=NOT_A_CLASS, alpha=0.8),
+    ]
+    names = [f"mask ≥ {threshold:g} (class colour)", "visible part (ground truth)", "hidden part"]
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=SMALL - 1, frameon=False,
+               handler_map={tuple: HandlerTuple(ndivide=None, pad=0)})  # fmt: skip
+    fig.tight_layout(rect=(0, 0.5 / (rows * (WIDTH / 3 + 0.9) + 0.5), 1, 1))
     return fig
 
 
 def overlaps(image, masks, labels, ax: plt.Axes | None = None, class_names: Sequence[str] | None = None) -> Figure:
-    """Chapter 7. Binary masks ``(D, H, W)`` outlined in their class colour; pixels claimed by
-    two or more detections filled in ``NOT_A_CLASS`` (no class has it), so the overlap a label map would have to resolve shows."""
+    """Chapter 7. Binary masks ``(D, H, W)`` outlined in their class colour on the greyed image;
+    pixels claimed by two or more detections filled in ``NOT_A_CLASS`` (no class has it, and the
+    grey image has no colour of its own), so the overlap a label map would have to resolve shows."""
     picture = _image_array(image)
     binary = _np(masks) >= 0.5
     height, width = picture.shape[:2]
-    fig, ax = _figure_and_axes(ax, (4.4 * width / max(height, width) + 0.6, 4.4 * height / max(height, width)))
-    ax.imshow(picture * 0.55 + 0.45, interpolation="nearest")
+    side = 4.2
+    fig, ax = _figure_and_axes(ax, (side * width / max(height, width) + 1.6, side * height / max(height, width) + 1.2))
+    ax.imshow(_grey(picture), interpolation="nearest")
     count = binary.sum(axis=0)
-    overlay = np.zeros((height, width, 4))
-    overlay[count >= 2] = (*matplotlib.colors.to_rgb(NOT_A_CLASS), 0.85)
-    ax.imshow(overlay, interpolation="nearest")
+    _fill(ax, count >= 2, NOT_A_CLASS)
     for mask, label in zip(binary, [int(v) for v in labels], strict=True):
         if mask.any() and not mask.all():
             ax.contour(mask.astype(float), levels=[0.5], colors=[class_color(label)], linewidths=1.3)
     handles = [Patch(color=NOT_A_CLASS, label=f"in ≥ 2 masks: {int((count >= 2).sum())} px")]
     for k in sorted({int(v) for v in labels}):
         handles.append(Line2D([], [], color=class_color(k), label=class_name(k, class_names)))
-    ax.legend(handles=handles, fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False)
+    ax.legend(
+        handles=handles, fontsize=SMALL - 1, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, frameon=False
+    )
     _clean(ax, f"{len(binary)} masks, each predicted and pasted alone")
+    fig.tight_layout()
     return fig
 
 

@@ -246,3 +246,61 @@ def detectron2_cell(row: dict, d2_cfg) -> Any:
     if keys:
         return " / ".join('""' if v == "" else str(v) for v in (DETECTRON2_VALUES[k] for k in keys))
     return DETECTRON2_HAS_NONE.get(row["name"], getattr(d2_cfg, row["name"]))
+
+
+def detectron2_comparison(rows: list[dict], picture: int = -1, top: int = 30) -> Figure:
+    """Chapter 11. Our run against Detectron2's ``DefaultPredictor`` on a fixture it made.
+
+    ``rows``: ``compat.compare_with_detectron2``. Left: image ``picture`` with Detectron2's
+    ``top`` best boxes (solid, orange) and ours (dashed, blue) drawn on them; right: every
+    detection's score, ours against Detectron2's, over all images (on the diagonal when equal).
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 4.2), gridspec_kw={"width_ratios": [1.15, 1]})
+    row = rows[picture]
+    left.imshow(row["image"])
+    theirs = row["theirs"]["boxes"][:top]
+    ours = row["run"].detections[0]["boxes"][:top]
+    draw_boxes(left, theirs, edgecolor=OKABE_ITO[0], linewidth=2.2)
+    draw_boxes(left, ours, edgecolor=OKABE_ITO[1], linewidth=1.1, linestyle="--")
+    left.set_title(f"{row['file_name']}: best {len(theirs)} of {row['detections']}\nsolid Detectron2, dashed minimask")
+    left.axis("off")
+    pairs = [(r["theirs"]["scores"], r["run"].detections[0]["scores"]) for r in rows]
+    n = [min(len(t), len(o)) for t, o in pairs]  # row by row (the counts are equal when all agree)
+    a = torch.cat([t[:k] for (t, _), k in zip(pairs, n, strict=True)]).numpy()
+    b = torch.cat([o[:k] for (_, o), k in zip(pairs, n, strict=True)]).numpy()
+    lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+    right.plot([lo, hi], [lo, hi], color="0.6", linewidth=1, zorder=1)
+    right.scatter(a, b, s=10, color=OKABE_ITO[2], zorder=2)
+    right.set_xlabel("score, Detectron2's DefaultPredictor")
+    right.set_ylabel("score, minimask (same checkpoint)")
+    right.set_title(f"{len(a)} detections, {len(rows)} images")
+    right.set_aspect("equal")
+    fig.tight_layout()
+    return fig
+
+
+def model_zoo_markdown(rows: list[dict], checked: dict[str, dict]) -> str:
+    """Chapter 11. ``compat.model_zoo_table`` as a two-column Markdown table: each config
+    (``configs/`` and ``.yaml`` left out) and what ``from_detectron2`` does with it: loads (and
+    the fixture that checked it, or the nearest checked one and the fields that differ from
+    it), or refused (the first Detectron2 key it cannot run, ``MODEL.`` left out)."""
+    lines = ["| Detectron2 config | `from_detectron2` |", "|---|---|"]
+    for row in rows:
+        name = row["config"].removeprefix("configs/").removesuffix(".yaml")
+        if row["loads"]:
+            fixture = row["checked"]
+            if fixture and not fixture.startswith("~"):
+                where = "in CI" if checked.get(fixture, {}).get("in_repository") else "outside the repository"
+                verdict = f"loads; checked by fixture {fixture} ({where})"
+            elif fixture and row["differs"]:
+                fields = ", ".join(f"`{f}`" for f in row["differs"])
+                verdict = f"loads; as {fixture.removeprefix('~')} but {fields}"
+            elif fixture:
+                verdict = f"loads; the same model as {fixture.removeprefix('~')} at inference"
+            else:
+                verdict = "loads"
+        else:
+            first = row["reason"].split("; ")[0].removeprefix("MODEL.")
+            verdict = f"refused: `{first.split(' (minimask')[0]}`"
+        lines.append(f"| `{name}` | {verdict} |")
+    return "\n".join(lines)

@@ -1,7 +1,10 @@
-"""Chapter 10 figures: a detection's lineage, a missed object's ledger, an image's errors.
+"""Chapter 10 figures: a detection's lineage, a missed object's ledger, one example of each
+cause of a miss, an image's errors; and chapter 8's per-class precision-recall curves with
+their operating points (``pr_curves``, ``crop_case``).
 
-Each function takes a ``minimask.trace.Trace`` (and the image it explains) and returns a
-Figure (the false positives of ``errors`` are ``minimask.explain.false_positives``); boxes are drawn in original-image pixels (the stages' resized boxes are mapped back).
+Each chapter-10 function takes a ``minimask.trace.Trace`` (and the image it explains) and
+returns a Figure (the false positives of ``errors`` are ``minimask.explain.false_positives``);
+boxes are drawn in original-image pixels (the stages' resized boxes are mapped back).
 Conventions of ``minimask.viz``: before classification the FPN level's colour, after it the
 class colour; dropped boxes thin grey dotted; ground truth black dashed.
 """
@@ -191,12 +194,22 @@ def miss(image, trace, gt_index: int, class_names=None) -> Figure:
     return fig
 
 
-def _label(ax, box, text: str, colour: str, width: int, above: bool) -> None:
-    """A label on a box's top (above) or bottom edge, aligned to stay inside the image."""
+LABEL_ROOM = 0.07  # share of the image height a label needs; nearer an edge it goes inside the box
+
+
+def _label(ax, box, text: str, colour: str, size: tuple[int, int], above: bool) -> None:
+    """A label on a box's top (above) or bottom edge, kept inside the image: a label that would
+    cross the image's top or bottom edge (and so the title or the caption) is drawn inside the
+    box instead."""
+    height, width = size
     left = box[0] < width / 2
-    ax.text(box[0] if left else box[2], box[1] - 1 if above else box[3] + 1, text, color="white",
-            ha="left" if left else "right", va="bottom" if above else "top", clip_on=True,
-            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
+    room = LABEL_ROOM * height
+    if above:
+        y, va = (box[1] - 1, "bottom") if box[1] > room else (box[1] + 1, "top")
+    else:
+        y, va = (box[3] + 1, "top") if box[3] < height - room else (box[3] - 1, "bottom")
+    ax.text(box[0] if left else box[2], y, text, color="white", ha="left" if left else "right", va=va,
+            clip_on=True, bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
 
 
 def errors(image, trace, class_names=None, ax=None, title: str | None = None) -> Figure:
@@ -219,14 +232,14 @@ def errors(image, trace, class_names=None, ax=None, title: str | None = None) ->
         colour = class_color(labels[d])
         if d in matched:
             draw_box(ax, boxes[d], edgecolor=colour, linewidth=2)
-            _label(ax, boxes[d], f"{class_name(labels[d], class_names)} {scores[d]:.2f}", colour, width, above=True)
+            _label(ax, boxes[d], f"{class_name(labels[d], class_names)} {scores[d]:.2f}", colour, (height, width), True)
         elif d in kinds:
             draw_box(ax, boxes[d], edgecolor=colour, linewidth=1, linestyle=":")
     lost = trace.misses if trace.target is not None else []
     for m in lost:
         box = trace.target["boxes"][m.gt_index].tolist()
         draw_box(ax, box, **GT_STYLE)
-        _label(ax, box, f"missed: {m.words}", MISS_COLOR, width, above=False)
+        _label(ax, box, f"missed: {m.words}", MISS_COLOR, (height, width), False)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])
@@ -239,5 +252,89 @@ def errors(image, trace, class_names=None, ax=None, title: str | None = None) ->
         default = f"{len(matched)} matched, {len(lost)} missed; false positives (dotted): {fp_text}"
     else:
         default = f"{len(boxes)} detections"
-    ax.set_title(textwrap.fill(title or default, 60))
+    ax.set_title(textwrap.fill(title or default, 60), pad=8)
+    return fig
+
+
+def miss_examples(cases, class_names=None, columns: int = 3) -> Figure:
+    """Chapter 10. One missed object per cause: ``cases`` is a list of ``(image, trace, miss)``
+    (a ``trace.Miss`` of that trace). Each panel: the object (black dashed), the losing step's
+    representative box (grey dotted) and what won, where NMS or the mask lost it (solid), as in
+    ``miss``; titled with the stage and the cause's words."""
+    rows = max(1, -(-len(cases) // columns))
+    side = FIG_WIDTH / columns
+    fig, axes = plt.subplots(rows, columns, figsize=(FIG_WIDTH, rows * (side + 0.75)), squeeze=False)
+    for ax in axes.flat[len(cases) :]:
+        ax.set_axis_off()
+    for ax, (image, trace, m) in zip(axes.flat, cases, strict=False):
+        ax.imshow(_image_array(image), interpolation="nearest")
+        gt = trace.target["boxes"][m.gt_index].tolist()
+        draw_box(ax, gt, **GT_STYLE)
+        shown = [gt] + _miss_boxes(ax, trace, m)
+        _zoom(ax, shown, trace.original_size, margin=0.5)
+        name = class_name(m.label, class_names)
+        ax.set_title(f"{m.stage}/{m.reason}\n{name}, image {int(trace.target['image_id'])}", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout(h_pad=0.6, w_pad=0.4)
+    return fig
+
+
+def crop_case(image, box, mask, gt, margin: float = 0.25) -> dict:
+    """Chapter 8. A detection cropped with a margin of ``margin`` times its longer side:
+    ``{"crop": (3, h, w), "mask": (h, w), "gt": (h, w)}`` from the image (3, H, W), its box
+    (4,) xyxy, its pasted mask (H, W) and its object's mask (H, W), for ``viz.masks.mask_cases``."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    pad = margin * max(x2 - x1, y2 - y1)
+    ys = slice(max(0, int(y1 - pad)), int(y2 + pad) + 1)
+    xs = slice(max(0, int(x1 - pad)), int(x2 + pad) + 1)
+    return {"crop": image[:, ys, xs], "mask": mask[ys, xs], "gt": gt[ys, xs].float()}
+
+
+def pr_curves(points, class_names=None, label_of=None) -> Figure:
+    """Chapter 8. One panel per class (``scoring.OperatingPoint``s): COCOeval's precision-recall
+    curve at IoU 0.5 in the class colour, the target precision dashed, the threshold that reaches
+    it with the most recall (filled circle) and the one of the highest F1 (open square), each
+    with its score threshold. ``label_of``: category id -> model label (class colour and name);
+    default the category id itself."""
+    columns = 3
+    rows = max(1, -(-len(points) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(FIG_WIDTH, rows * 2.35 + 0.9), squeeze=False,
+                             sharex=True, sharey=True)  # fmt: skip
+    for ax in axes.flat[len(points) :]:
+        ax.set_axis_off()
+    for i, (ax, p) in enumerate(zip(axes.flat, points, strict=False)):
+        label = label_of[p.category_id] if label_of is not None else p.category_id
+        colour = class_color(label)
+        reach = p.precision > 0
+        ax.plot(p.recall[reach], p.precision[reach], color=colour, linewidth=2)
+        ax.axhline(p.target, color="black", linestyle="--", linewidth=0.8)
+        if p.at_target >= 0:
+            r = p.at_target
+            ax.plot(p.recall[r], p.precision[r], "o", color="black", markersize=7)
+            ax.annotate(f"{p.threshold('target'):.2f}", (p.recall[r], p.precision[r]), xytext=(4, 4),
+                        textcoords="offset points", fontsize=10)  # fmt: skip
+        if p.at_f1 >= 0:
+            r = p.at_f1
+            ax.plot(p.recall[r], p.precision[r], "s", markerfacecolor="white", color="black", markersize=7)
+            ax.annotate(f"{p.threshold('f1'):.2f}", (p.recall[r], p.precision[r]), xytext=(4, -12),
+                        textcoords="offset points", fontsize=10)  # fmt: skip
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(class_name(label, class_names), color="black", fontsize=11)
+        ax.tick_params(labelsize=10)
+        if i % columns == 0:
+            ax.set_ylabel("precision", fontsize=11)
+        if i >= len(points) - columns:
+            ax.set_xlabel("recall", fontsize=11)
+            ax.tick_params(labelbottom=True)
+    target = points[0].target if points else 0.9
+    handles = [
+        plt.Line2D([], [], color="black", linestyle="--", linewidth=0.8),
+        plt.Line2D([], [], marker="o", color="black", linestyle=""),
+        plt.Line2D([], [], marker="s", markerfacecolor="white", color="black", linestyle=""),
+    ]
+    fig.legend(handles, [f"precision {target:g}", f"score threshold: precision {target:g}", "score threshold: best F1"],
+               loc="lower center", ncol=3, frameon=False, fontsize=10, handlelength=1.5, columnspacing=1.0)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
