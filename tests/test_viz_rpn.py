@@ -20,9 +20,10 @@ from torchvision.ops import box_iou, clip_boxes_to_image
 from minimask import Config
 from minimask.boxes import iou
 from minimask.fates import CODE
-from minimask.longlist import coverage_ledger, funnel_per_level, nms_groups, select_longlist
+from minimask.longlist import coverage_ledger, covered_at_caps, funnel_per_level, nms_groups, select_longlist
 from minimask.model import MaskRCNN
-from minimask.objectness import anchor_verdicts
+from minimask.objectness import anchor_verdicts, best_covering_anchors
+from minimask.shapes import DISTRACTOR, distractor_boxes, shapes_image
 from minimask.targets import rpn_targets
 from minimask.transform import resize_boxes, resize_image
 from minimask.viz import rpn
@@ -215,3 +216,104 @@ def test_cap_and_nms_sweeps_draws_both_sweeps_of_a_real_longlist(records):
         assert list(shipped.get_xdata()) == [marked, marked] and shipped.get_linestyle() == "--"
     assert [ax.get_xscale() for ax in fig.axes] == ["log", "log", "linear", "linear"]
     assert fig.axes[3].get_ylabel() == "proposals after NMS (mean)"
+
+
+def test_best_covering_anchors_is_the_top_logit_among_covering_boxes(records):
+    obj, gt = records["run"].objectness[0], records["gt"]
+    far = torch.tensor([[0.0, 0.0, 0.5, 0.5]])  # far smaller than any anchor: nothing covers it
+    rows = best_covering_anchors(obj, torch.cat([gt, far]))
+    assert rows.shape == (len(gt) + 1,) and int(rows[-1]) == -1
+    overlap = box_iou(torch.cat([gt, far]), obj.proposals.detach())
+    for g, row in enumerate(rows.tolist()):
+        covering = torch.where(overlap[g] >= 0.5)[0]
+        if len(covering) == 0:
+            assert row == -1
+            continue
+        assert row in covering.tolist()
+        assert float(obj.logits[row]) == float(obj.logits[covering].max())
+    assert len(best_covering_anchors(obj, torch.zeros(0, 4))) == 0
+
+
+def test_covered_at_caps_counts_the_first_k_proposals(records):
+    cfg, obj, gt = records["cfg"], records["run"].objectness[0], records["gt"]
+    uncapped = select_longlist(obj, cfg.replace(rpn_post_nms_top_n_test=10**6))
+    caps = [1, 3, 10, 10**6]
+    direct = [int((box_iou(gt, uncapped.boxes[:k]) >= 0.5).any(1).sum()) for k in caps]
+    assert covered_at_caps(uncapped, gt, caps) == direct
+    assert covered_at_caps(uncapped, gt[:0], caps) == [0] * len(caps)
+
+
+def test_distractor_boxes_enclose_each_distractor_outline():
+    drawing = shapes_image(0, "val", 32)  # featured(1): four distractors
+    b = distractor_boxes(drawing)
+    outlines = [s.vertices for s in drawing.shapes if s.label == DISTRACTOR]
+    assert b.shape == (len(outlines), 4) and len(outlines) == 4
+    h, w = drawing.image.shape[:2]
+    assert (b[:, 0] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= h).all()
+    for box, vertices in zip(b, outlines, strict=True):
+        xs, ys = [x for x, _ in vertices], [y for _, y in vertices]
+        assert box[0] == pytest.approx(max(0, min(xs)), abs=1e-3) and box[3] == pytest.approx(min(h, max(ys)), abs=1e-3)
+
+
+def test_best_anchor_levels_one_row_per_level_with_its_count():
+    sides = torch.tensor([5.0, 8.0, 9.0, 16.0, 30.0, 4.0])
+    levels = torch.tensor([0, 0, 0, 1, 2, -1])
+    fig = rpn.best_anchor_levels(sides, levels, ((8,), (16,), (32,)))
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["none: 1", "P2 (8 px): 3", "P3 (16 px): 1", "P4 (32 px): 1"]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == len(sides)
+    assert [line.get_xdata()[0] for line in ax.lines] == [8, 16, 32]  # the anchor-size bars
+    assert ax.get_xscale() == "log"
+
+
+def test_distractor_objectness_draws_each_thing_and_counts_the_split(records):
+    gt = records["gt"]
+    distractors = torch.tensor([[2.0, 2.0, 10.0, 10.0], [30.0, 30.0, 40.0, 44.0]])
+    covering = distractors + 1
+    scores = torch.tensor([0.9, float("nan")])  # the second: no covering anchor
+    val = {"objects": torch.tensor([0.9, 0.95, 0.1]), "distractors": torch.tensor([0.7, 0.2])}
+    fig = rpn.distractor_objectness(records["picture"], gt, distractors, covering, scores, val)
+    left, right = fig.axes
+    assert len([p for p in left.patches if isinstance(p, Rectangle)]) == len(gt) + 2 + 1
+    assert left.get_title() == "P(object) of distractor 1: 0.90, 2: none"
+    legend = [t.get_text() for t in right.get_legend().get_texts()]
+    assert legend == ["objects: 2 of 3 ≥ 0.5", "distractors: 1 of 2 ≥ 0.5"]
+
+
+def test_crowd_targets_bars_are_the_match_counts(records):
+    rpn_t = records["train"].rpn_targets[0]
+    fig = rpn.crowd_targets(rpn_t, records["picture"])
+    left, right = fig.axes
+    c = rpn_t.counts()
+    widths = [p.get_width() for p in right.patches]
+    order = ["positive_iou", "low_quality", "ignored", "negative", "sampled_positive", "sampled_negative"]
+    assert widths == [c[k] for k in order]
+    positives = int((rpn_t.match.label == 1).sum())
+    assert len([p for p in left.patches if isinstance(p, Rectangle)]) == len(rpn_t.gt_boxes) + positives
+    covered = len(rpn_t.match.gt_index[rpn_t.match.label == 1].unique())
+    assert left.get_title().endswith(f"{len(rpn_t.gt_boxes) - covered} with no positive")
+
+
+def test_lost_objects_colours_each_step_and_counts_it(records):
+    gt = torch.tensor([[1.0, 1.0, 9.0, 9.0], [10.0, 10.0, 20.0, 20.0], [5.0, 20.0, 15.0, 30.0], [0, 0, 4, 4]])
+    steps = ("pre_nms_top_k", "small_box", "score_threshold", "nms", "cap")
+    fig = rpn.lost_objects(records["picture"], gt, torch.tensor([-1, 0, 4, -2]), steps)
+    assert len(_rectangles(fig)) == len(gt)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["still covered: 1", "never covered: 1", "lost at pre-NMS top-k: 1", "lost at post-NMS top-k: 1"]
+    assert fig.axes[0].get_title() == "2 of 4 objects lost, by step"
+
+
+def test_cap_sweep_with_one_image_beside_the_split():
+    caps = [10, 100]
+    fig = rpn.cap_and_nms_sweeps(
+        (caps, [0.4, 0.8], [10, 90], 100),
+        ([0.5, 0.7], [0.9, 0.8], [50, 80], 0.7),
+        cap_extra=("crowd", [0.1, 0.5], [10, 100]),
+    )
+    top_left = fig.axes[0]
+    assert top_left.get_ylim() == (0, 1.02) and fig.axes[2].get_ylim() == (0, 1.02)
+    crowd = [line for line in top_left.lines if line.get_label() == "crowd"]
+    assert len(crowd) == 1 and list(crowd[0].get_ydata()) == [0.1, 0.5]
+    assert [t.get_text() for t in top_left.get_legend().get_texts()] == ["crowd", "val split"]

@@ -186,3 +186,14 @@ def nms_groups(longlist: Longlist, max_groups: int = 4) -> list[tuple[int, list[
         groups.setdefault(int(step.suppressor[pos]), []).append(pos)
     order = sorted(groups, key=lambda k: (-len(groups[k]), -float(step.scores[k])))[:max_groups]
     return [(k, sorted(groups[k], key=lambda p: -float(step.scores[p]))) for k in order]
+
+
+def covered_at_caps(longlist: Longlist, gt_boxes: Tensor, caps: list[int], iou_threshold: float = 0.5) -> list[int]:
+    """Chapter 4. For each cap k: how many of ``gt_boxes`` the first k proposals cover
+    (IoU >= ``iou_threshold``). The cap only truncates the sorted longlist, so one uncapped
+    longlist answers every cap.
+    """
+    if len(gt_boxes) == 0 or len(longlist) == 0:
+        return [0] * len(caps)
+    hit = boxes.iou(gt_boxes.to(longlist.boxes.dtype), longlist.boxes) >= iou_threshold  # (G, P)
+    return [int(hit[:, :k].any(1).sum()) for k in caps]

@@ -171,3 +171,18 @@ def anchor_verdicts(rpn, gt: int) -> tuple[Tensor, list[str]]:
         else:
             names.append("ignored" if label == -1 else "negative")
     return iou, names
+
+
+def best_covering_anchors(obj: Objectness, gt_boxes: Tensor, iou_threshold: float = 0.5) -> Tensor:
+    """Chapter 3. Per box of ``gt_boxes``: the row of the highest-logit anchor whose decoded
+    box (``obj.proposals``) covers it at IoU >= ``iou_threshold``; -1 where none does.
+
+    ``Tensor[G]`` int64. The anchor the RPN itself would rank first for that object: its level
+    says which anchor size found it.
+    """
+    if len(gt_boxes) == 0:
+        return torch.zeros(0, dtype=torch.int64, device=obj.logits.device)
+    overlap = boxes.iou(gt_boxes.to(obj.proposals.dtype), obj.proposals.detach())  # (G, A)
+    masked = torch.where(overlap >= iou_threshold, obj.logits.detach(), -torch.inf)
+    rows = masked.argmax(1)
+    return torch.where(overlap.max(1).values >= iou_threshold, rows, -1)

@@ -404,6 +404,25 @@ def shapes_image(seed: int, split: str, index: int) -> ShapesImage:
     return render_image(image_rng(seed, split, index))
 
 
+def distractor_boxes(drawing: ShapesImage) -> np.ndarray:
+    """``(D, 4)`` float32 xyxy pixels: the box around each distractor's outline, clipped to the image.
+
+    Distractors are never annotated; chapter 3 asks what objectness the RPN gives them. The
+    box is the outline's, whatever later objects paint over it.
+    """
+    h, w = drawing.image.shape[:2]
+    out = [
+        [min(x for x, _ in s.vertices), min(y for _, y in s.vertices), max(x for x, _ in s.vertices),
+         max(y for _, y in s.vertices)]
+        for s in drawing.shapes
+        if s.label == DISTRACTOR and s.vertices
+    ]  # fmt: skip
+    b = np.array(out, dtype=np.float32).reshape(-1, 4)
+    b[:, 0::2] = b[:, 0::2].clip(0, w)
+    b[:, 1::2] = b[:, 1::2].clip(0, h)
+    return b
+
+
 def _annotations(drawing: ShapesImage, image_id: int, first_id: int) -> list[dict[str, Any]]:
     """COCO annotations of one drawn image: compressed RLE (counts as str), box from the mask."""
     if len(drawing.masks) == 0:

@@ -29,7 +29,16 @@ from torch import Tensor
 from minimask import boxes as box_ops
 from minimask.longlist import nms_groups
 from minimask.objectness import anchor_verdicts
-from minimask.viz import DROPPED_STYLE, FIG_WIDTH, GT_STYLE, OKABE_ITO, _figure_and_axes, _image_array, level_color
+from minimask.viz import (
+    DROPPED_STYLE,
+    FIG_WIDTH,
+    GT_STYLE,
+    NOT_A_CLASS,
+    OKABE_ITO,
+    _figure_and_axes,
+    _image_array,
+    level_color,
+)
 from minimask.viz._draw import LEVEL_NAMES, draw_box, draw_boxes, level_name
 
 SMALL = 10.0  # points: titles and labels of small panels (the book's default is viz.FONT_SIZE)
@@ -375,6 +384,134 @@ def anchor_targets(rpn, gt: int, picture, anchor_level=None, axes=None, min_iou:
     return fig
 
 
+def best_anchor_levels(sides, levels, anchor_sizes: Sequence[Sequence[float]], ax: plt.Axes | None = None) -> Figure:
+    """Chapter 3. Which level finds each object: its side against the level of its best anchor.
+
+    ``sides`` (G,) object sides in pixels (square root of the box area); ``levels`` (G,) the level
+    of each object's best covering anchor (``objectness.best_covering_anchors``), -1 where no
+    decoded anchor box covers it. One row per level (plus "none"), each labelled with its count;
+    a black bar marks the level's anchor size.
+    """
+    sides = torch.as_tensor(sides, dtype=torch.float64)
+    levels = torch.as_tensor(levels, dtype=torch.int64)
+    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 3.4))
+    jitter = np.random.default_rng(0).uniform(-0.28, 0.28, len(sides))
+    names = []
+    for lv in range(-1, len(anchor_sizes)):
+        m = (levels == lv).numpy()
+        colour = "0.4" if lv < 0 else level_color(lv)
+        ax.scatter(sides.numpy()[m], lv + jitter[m], s=7, color=colour, alpha=0.7, linewidths=0)
+        if lv >= 0:
+            size = float(anchor_sizes[lv][0])
+            ax.plot([size, size], [lv - 0.4, lv + 0.4], color="black", linewidth=2)
+            names.append(f"{level_name(lv)} ({size:g} px): {int(m.sum())}")
+        else:
+            names.append(f"none: {int(m.sum())}")
+    ax.set_xscale("log")
+    ax.set_yticks(range(-1, len(anchor_sizes)), names, fontsize=SMALL)
+    ax.invert_yaxis()
+    ax.set_xlabel("object side, px (√ box area, resized image; log scale)", fontsize=SMALL)
+    ax.tick_params(axis="x", labelsize=SMALL)
+    ax.set_title(f"level of the best anchor of each of {len(sides)} objects (black bar: anchor size)", fontsize=SMALL)
+    fig.tight_layout()
+    return fig
+
+
+def distractor_objectness(picture, gt_boxes, distractors, covering, scores, val_scores: dict, axes=None) -> Figure:
+    """Chapter 3. Objectness of things of no class. Left: the picture with the objects (black
+    dashed), the distractors (``NOT_A_CLASS``, dash-dot, numbered from 1) and, for each, the
+    decoded box of its best covering anchor (solid; ``covering`` (D, 4), ``scores`` (D,) its
+    P(object), NaN where none covers it), the scores listed in the title. Right: histograms of
+    ``val_scores``, a dict name -> best P(object) per thing over a split, 0 where none.
+    """
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH, 3.8), gridspec_kw={"width_ratios": [1.4, 1]})
+        axes = np.asarray(axes).reshape(1, 2)
+    else:
+        fig, axes = _axes_grid(1, 2, (FIG_WIDTH, 3.8), axes)
+    left, right = axes[0]
+    _picture(left, picture, grey=True)
+    draw_boxes(left, gt_boxes, **GT_STYLE)
+    distractor_style = {"color": NOT_A_CLASS, "linestyle": "-.", "linewidth": 1.4}
+    distractors = torch.as_tensor(distractors).reshape(-1, 4)
+    listed = []
+    for k, (box, cover, p) in enumerate(
+        zip(
+            distractors.tolist(),
+            torch.as_tensor(covering).reshape(-1, 4).tolist(),
+            torch.as_tensor(scores).tolist(),
+            strict=True,
+        )  # fmt: skip
+    ):
+        draw_box(left, box, **distractor_style)
+        left.text(box[2] + 1, box[3] + 1, str(k + 1), color=NOT_A_CLASS, fontsize=SMALL, fontweight="bold",
+                  va="top", ha="left")  # fmt: skip
+        listed.append(f"{k + 1}: " + ("none" if math.isnan(p) else f"{p:.2f}"))
+        if not math.isnan(p):
+            draw_box(left, cover, edgecolor=OKABE_ITO[4], linewidth=1.6)
+    left.set_title("P(object) of distractor " + ", ".join(listed), fontsize=9)
+    handles = [Line2D([], [], **GT_STYLE, label="object"), Line2D([], [], **distractor_style, label="distractor"),
+               Line2D([], [], color=OKABE_ITO[4], linewidth=1.6, label="its best box")]  # fmt: skip
+    left.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, frameon=False,
+                handlelength=1.5, columnspacing=0.8)  # fmt: skip
+    bins = np.linspace(0, 1, 21)
+    colours = ("black", NOT_A_CLASS, "0.5")
+    for (name, values), colour in zip(val_scores.items(), colours, strict=False):
+        v = torch.as_tensor(values, dtype=torch.float64).numpy()
+        high = int((v >= 0.5).sum())
+        right.hist(v, bins=bins, histtype="step", linewidth=1.8, color=colour, weights=np.full(len(v), 1 / max(len(v), 1)),
+                   label=f"{name}: {high} of {len(v)} ≥ 0.5")  # fmt: skip
+    right.axvline(0.5, color="0.5", linestyle="--", linewidth=0.9)
+    right.set_xlabel("best P(object) covering it", fontsize=SMALL)
+    right.set_ylabel("share", fontsize=SMALL)
+    right.tick_params(labelsize=SMALL)
+    right.legend(fontsize=9, frameon=False, loc="upper center", bbox_to_anchor=(0.45, -0.2))
+    right.set_title("over the val split", fontsize=SMALL)
+    fig.tight_layout()
+    return fig
+
+
+def crowd_targets(rpn, picture, axes=None) -> Figure:
+    """Chapter 3. The RPN's training labels on a whole (crowd) image. Left: every positive anchor
+    (green: IoU >= fg; orange: by the best-anchor rule; thick: drawn by the sampler) over the
+    objects (thin black dashed). Right: the counts of ``rpn.counts()`` as bars (log scale),
+    and in the title the objects left with no positive anchor.
+    """
+    counts = rpn.counts()
+    m = rpn.match
+    fig, axes = _axes_grid(1, 2, (FIG_WIDTH, 3.5), axes)
+    left, right = axes[0]
+    _picture(left, picture, grey=True)
+    draw_boxes(left, rpn.gt_boxes, color="black", linestyle="--", linewidth=0.6)
+    drawn = rpn.sample.positive_mask
+    for row in torch.where(m.label == 1)[0].tolist():
+        colour = VERDICT_COLORS["best anchor" if bool(m.low_quality[row]) else "positive"]
+        draw_box(left, rpn.anchors[row], edgecolor=colour, linewidth=1.6 if bool(drawn[row]) else 0.7)
+    no_positive = len(rpn.gt_boxes) - int(torch.unique(m.gt_index[m.label == 1]).numel())
+    left.set_title(f"{len(rpn.gt_boxes)} objects, {no_positive} with no positive", fontsize=SMALL)
+    labels = verdict_labels(m.fg, m.bg)
+    bars = [
+        (f"positive, {labels['positive']}", counts["positive_iou"], VERDICT_COLORS["positive"]),
+        ("positive, best anchor", counts["low_quality"], VERDICT_COLORS["best anchor"]),
+        ("ignored", counts["ignored"], VERDICT_COLORS["ignored"]),
+        (f"negative, {labels['negative']}", counts["negative"], VERDICT_COLORS["negative"]),
+        ("drawn positive", counts["sampled_positive"], OKABE_ITO[4]),
+        ("drawn negative", counts["sampled_negative"], "0.3"),
+    ]
+    y = np.arange(len(bars))
+    right.barh(y, [b[1] for b in bars], color=[b[2] for b in bars])
+    for yi, (_, n, _) in zip(y, bars, strict=True):
+        right.text(n * 1.15, yi, f"{n:,}", va="center", fontsize=SMALL)
+    right.set_xscale("log")
+    right.set_xlim(1, max(b[1] for b in bars) * 12)
+    right.set_yticks(y, [b[0] for b in bars], fontsize=SMALL)
+    right.invert_yaxis()
+    right.set_xlabel("anchors (log scale)", fontsize=SMALL)
+    right.tick_params(axis="x", labelsize=SMALL)
+    fig.tight_layout()
+    return fig
+
+
 # --- chapter 4: the longlist -----------------------------------------------------------------------
 def funnel(counts: dict[str, Sequence[int]], ax: plt.Axes | None = None, title: str | None = None) -> Figure:
     """Chapter 4. The longlist's funnel: anchors left after each step, per level and in all.
@@ -514,6 +651,10 @@ def proposals(
 
 __all__ = [
     "anchor_grid",
+    "best_anchor_levels",
+    "crowd_targets",
+    "distractor_objectness",
+    "lost_objects",
     "cap_and_nms_sweeps",
     "anchor_targets",
     "anchors_to_boxes",
@@ -530,12 +671,13 @@ __all__ = [
 ]
 
 
-def cap_and_nms_sweeps(cap_sweep, nms_sweep) -> Figure:
+def cap_and_nms_sweeps(cap_sweep, nms_sweep, cap_extra=None) -> Figure:
     """Chapter 4. Two ``sweep`` rows: the post-NMS cap (top, log x) and the NMS threshold (bottom).
 
     Each argument is ``(values, recall, size, marked)``: the field's values, the recall and the
     mean proposal count at each, and the shipped value (dashed). The bottom size is counted
-    after NMS and before the cap, so its axis says so.
+    after NMS and before the cap, so its axis says so. ``cap_extra``: ``(label, recall, size)``
+    of one image (a crowd), drawn on the top row in ``NOT_A_CLASS``. Recall axes span 0 to 1.
     """
     fig, axes = plt.subplots(2, 2, figsize=(FIG_WIDTH, 5.6))
     for row, name, (values, recall, size, marked) in (
@@ -543,8 +685,52 @@ def cap_and_nms_sweeps(cap_sweep, nms_sweep) -> Figure:
         (1, "rpn_nms_thresh", nms_sweep),
     ):
         sweep(values, recall, size, name, marked=marked, axes=axes[row])
+        axes[row, 0].set_ylim(0, 1.02)
+    if cap_extra is not None:
+        label, recall, size = cap_extra
+        values = cap_sweep[0]
+        axes[0, 0].plot(values, recall, "-s", color=NOT_A_CLASS, markersize=4, label=label)
+        axes[0, 1].plot(values, size, "-s", color=NOT_A_CLASS, markersize=4, label=label)
+        axes[0, 0].plot([], [], "-o", color="black", markersize=4, label="val split")
+        axes[0, 0].legend(fontsize=9, frameon=False, loc="lower right")
     axes[1, 1].set_ylabel("proposals after NMS (mean)", fontsize=9)
     axes[0, 0].set_xscale("log")
     axes[0, 1].set_xscale("log")
     fig.tight_layout()
+    return fig
+
+
+def lost_objects(picture, gt_boxes, lost_at, steps: Sequence[str], ax: plt.Axes | None = None, title=None) -> Figure:
+    """Chapter 4. Where each object of one image was lost in the longlist.
+
+    ``lost_at`` (G,) is, per object, the index into ``steps`` of the step after which no box
+    covers it any more; -1: still covered after the last step (thin grey dashed); -2: no box
+    covers it even before the first step (grey dotted). Lost objects are drawn solid in one
+    colour per step; the legend counts every group.
+    """
+    h, w = picture.shape[-2:]
+    fig, ax = _figure_and_axes(ax, (5.2, 5.2 * h / w + 0.9))
+    _picture(ax, picture, grey=True)
+    lost_at = torch.as_tensor(lost_at, dtype=torch.int64)
+    gt_boxes = torch.as_tensor(gt_boxes).reshape(-1, 4)
+    kept_style = {"color": "0.45", "linestyle": "--", "linewidth": 0.6}
+    never_style = {"color": "0.3", "linestyle": ":", "linewidth": 1.2}
+    draw_boxes(ax, gt_boxes[lost_at == -1], **kept_style)
+    draw_boxes(ax, gt_boxes[lost_at == -2], **never_style)
+    handles = [
+        Line2D([], [], **kept_style, label=f"still covered: {int((lost_at == -1).sum())}"),
+        Line2D([], [], **never_style, label=f"never covered: {int((lost_at == -2).sum())}"),
+    ]
+    palette = (OKABE_ITO[1], OKABE_ITO[2], OKABE_ITO[3], NOT_A_CLASS, OKABE_ITO[5])  # one per step
+    for s, step in enumerate(steps):
+        m = lost_at == s
+        if not bool(m.any()):
+            continue
+        colour = palette[s % len(palette)]
+        draw_boxes(ax, gt_boxes[m], color=colour, linewidth=2.0)
+        label = f"lost at {STEP_LABELS.get(step, step)}: {int(m.sum())}"
+        handles.append(Line2D([], [], color=colour, linewidth=2.0, label=label))
+    fig.legend(handles=handles, fontsize=SMALL, loc="lower center", ncol=2, frameon=False)
+    ax.set_title(title or f"{int((lost_at >= 0).sum())} of {len(gt_boxes)} objects lost, by step", fontsize=SMALL)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     return fig
