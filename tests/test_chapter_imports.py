@@ -35,6 +35,7 @@ CHAPTERS = {
     "training": 9,
     "trace": 10,
     "reference": 11,
+    "own_model": 12,
 }
 
 # minimask module -> the chapter that explains it

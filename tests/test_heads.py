@@ -455,8 +455,9 @@ def test_class_agnostic_shortlist_is_greedy_nms_over_every_class():
     kept candidates score > thresh, best first, no two kept boxes (of any classes) overlap by
     more than the NMS threshold, and each candidate above the threshold that is not kept
     overlaps a better kept one by more (or falls after the cap)."""
-    from minimask.shortlist import flatten_candidates, select_class_agnostic
     from torchvision.ops import box_iou
+
+    from minimask.shortlist import flatten_candidates, select_class_agnostic
 
     g = torch.Generator().manual_seed(3)
     proposals = torch.rand(60, 2, generator=g) * 150

@@ -14,6 +14,11 @@ score) and ``--out`` before the evaluation starts; a mistake stops it with one l
 option or file, exit status 2 (``minimask.cli``). Annotations with an invalid box or polygon are
 skipped with a warning naming their ids, and are no object to score.
 
+``--detectron2 model_final.pth [--config config.yaml]`` scores a Detectron2 checkpoint instead
+of ``--weights`` (``compat.from_detectron2``, chapter 12); its label k (1..K) is the data set's
+k-th category in category-id order, as Detectron2's contiguous ids, so K must be the data set's
+number of categories.
+
 ``torchrun --nproc_per_node=N -m minimask.evaluate ...`` shares the batches out among N
 processes (``minimask.distributed``: gloo on the CPU, NCCL with ``--device cuda``, one GPU per
 process); rank 0 gathers every image's results and prints and writes what one process would.
@@ -182,7 +187,7 @@ def format_table(report: dict) -> str:
 
 def _parser() -> cli.Parser:
     p = cli.Parser("python -m minimask.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--weights", default="shapes", help="'shapes' (the shipped model) or a .safetensors file")
+    p.add_argument("--weights", default=None, help="'shapes' (the shipped model, the default) or a .safetensors file")
     p.add_argument("--data", default=None, help="COCO directory with annotations.json and images/ "
                    "(default: the committed shapes val split)")  # fmt: skip
     p.add_argument("--paste", choices=["torchvision", "subpixel"], default=None,
@@ -196,6 +201,11 @@ def _parser() -> cli.Parser:
                    "CPUs divided among its processes)")  # fmt: skip
     p.add_argument("--explain", action="store_true",
                    help="also explain every error (chapter 10): misses by stage and reason, false positives by kind")  # fmt: skip
+    p.add_argument("--detectron2", metavar="CHECKPOINT", default=None,
+                   help="a Detectron2 model_final.pth or model zoo .pkl instead of --weights (chapter 12); its "
+                   "label k is the data set's k-th category in category-id order")  # fmt: skip
+    p.add_argument("--config", metavar="YAML", default=None,
+                   help="with --detectron2: its config.yaml (default: the model zoo's R50-FPN Mask R-CNN)")  # fmt: skip
     return p
 
 
@@ -246,6 +256,37 @@ def _checked_out(out: str | None) -> Path | None:
     return path
 
 
+def _check_model_args(args) -> None:
+    """The model options, checked before any work: ``--weights`` (default "shapes") or
+    ``--detectron2`` with its optional ``--config`` (as ``minimask.predict``)."""
+    if args.config and not args.detectron2:
+        raise cli.UserError("--config needs --detectron2")
+    if args.detectron2 and args.weights is not None:
+        raise cli.UserError("--weights and --detectron2 each name a model; give one of them")
+    for option in ("detectron2", "config"):
+        if getattr(args, option) is not None:
+            cli.check_input_file(getattr(args, option), f"--{option}")
+    if args.weights is None:
+        args.weights = "shapes" if args.detectron2 is None else None
+    if args.weights is not None:
+        cli.check_weights(args.weights)
+
+
+def _load_model(args, device):
+    """The model the options name, in eval mode: a Detectron2 checkpoint (chapter 12: its label k
+    is the data set's k-th category in category-id order, Detectron2's contiguous ids) or ours."""
+    if args.detectron2 is None:
+        from minimask.weights import load_pretrained
+
+        return load_pretrained(args.weights, device=device)
+    from minimask.compat import from_detectron2
+
+    try:
+        return from_detectron2(args.detectron2, args.config).to(device)
+    except ValueError as err:
+        raise cli.UserError(str(err)) from None
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     """``python -m minimask.evaluate``; exit status 2 and one line for a mistake (``minimask.cli``).
 
@@ -255,20 +296,20 @@ def main(argv: Iterable[str] | None = None) -> int:
     numbers of the whole data set, the same as one process gives.
     """
     from minimask.data import SHAPES_VAL
-    from minimask.weights import load_pretrained
 
     args = _parser().parse_args(list(argv) if argv is not None else None)
     with cli.user_errors():  # every check before the long work; a bad file found during it too
         ctx = distributed.from_env()
-        cli.check_weights(args.weights)
+        _check_model_args(args)
         cli.check_device(args.device)
         device = distributed.device_for(args.device, ctx)
         out = _checked_out(args.out)
         data_dir = Path(args.data) if args.data else Path(SHAPES_VAL)
         dataset = _checked_dataset(data_dir, warn=ctx is None or ctx.main)
-        model = load_pretrained(args.weights, device=device)
+        model = _load_model(args, device)
         if len(dataset.class_names) != model.config.num_classes:  # labels index the data set's categories
-            raise cli.UserError(f"--weights {args.weights}: a model of {model.config.num_classes - 1} classes, but "
+            option = f"--detectron2 {args.detectron2}" if args.detectron2 else f"--weights {args.weights}"
+            raise cli.UserError(f"{option}: a model of {model.config.num_classes - 1} classes, but "
                                 f"{dataset.annotation_file} has {len(dataset.class_names) - 1} categories")  # fmt: skip
         if args.paste:
             model.config = model.config.replace(mask_paste=args.paste)
@@ -296,7 +337,7 @@ def _run(model, dataset, args, data_dir: Path, ctx: distributed.Context | None) 
     report = None
     if first:
         report = report_of(dataset, [r for im in images for r in im[rule]], rule, time.perf_counter() - start)
-        report["weights"] = str(args.weights)
+        report["weights"] = str(args.weights if args.detectron2 is None else args.detectron2)
         report["data"] = str(data_dir)
     if args.ceiling:
         images = distributed.map_images(lambda data: ceiling_images(data, cfg, first), dataset, bs, ctx)
