@@ -68,3 +68,17 @@ def test_notebooks_made_from_chapters_are_ignored_by_git_and_the_book():
     assert ignored.returncode == 0, f"{probe} is not ignored by git"
     config = (ROOT / "_config.yml").read_text(encoding="utf-8")
     assert '"**/*.ipynb"' in config, "_config.yml's exclude_patterns must exclude notebooks"
+
+
+def test_a_figure_cell_that_shows_its_picture_twice_is_a_problem():
+    """A cell that returns a figure still open in pyplot shows it twice (the inline backend, then
+    the return value); the book would then label two figures with one name. ``viz.output``
+    closes it first."""
+    cell = "```{code-cell} ipython3\n---\nmystnb:\n  figure:\n    name: fig-x\n    caption: x\n---\n"
+    header = "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+    header += "kernelspec:\n  name: python3\n  display_name: Python 3\n  language: python\n---\n\n# x\n\n"
+    body = "import matplotlib.pyplot as plt\nfrom minimask import viz\n\nfig, ax = plt.subplots()\nax.plot([0, 1])\n"
+    twice = run_chapter("introduction", text=header + cell + body + "fig\n```\n")
+    once = run_chapter("introduction", text=header + cell + body + "viz.output(fig)\n```\n")
+    assert twice.doubled == [1] and any("more than one picture" in p for p in twice.problems())
+    assert once.doubled == [] and once.figures == 1 and not once.problems()

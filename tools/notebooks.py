@@ -26,6 +26,7 @@ class NotebookRun:
     error: str = ""
     figures_wanted: int = 0  # cells with mystnb.figure metadata
     figures: int = 0  # of those, the cells with an image/png output
+    doubled: list[int] = field(default_factory=list)  # figure cells with more than one picture
     sliders_wanted: int = 0  # cells calling frames_slider
     sliders: int = 0  # of those, the cells with a text/html output
     images: int = 0  # image/png outputs in the whole notebook
@@ -37,6 +38,12 @@ class NotebookRun:
             out.append(f"a cell failed: {self.error}")
         if self.figures < self.figures_wanted:
             out.append(f"{self.figures} of {self.figures_wanted} figure cells show a picture")
+        if self.doubled:
+            out.append(
+                f"figure cell(s) {self.doubled} show more than one picture (end the cell with "
+                "viz.output(fig): the inline backend shows an open figure again, and the book then "
+                "labels two figures with one name)"
+            )
         if self.sliders < self.sliders_wanted:
             out.append(f"{self.sliders} of {self.sliders_wanted} slider cells show their slider")
         if self.glue_left:
@@ -70,13 +77,16 @@ def run_chapter(chapter: str, timeout: int = 240, text: str | None = None) -> No
     except CellExecutionError as exc:
         result.error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     result.seconds = time.perf_counter() - start
-    for cell in nb.cells:
+    for number, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        result.images += sum("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+        pictures = sum("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+        result.images += pictures
         if "figure" in cell.metadata.get("mystnb", {}):
             result.figures_wanted += 1
             result.figures += _has(cell, "image/png")
+            if pictures > 1:
+                result.doubled.append(number)
         if "frames_slider(" in cell.source:
             result.sliders_wanted += 1
             result.sliders += _has(cell, "text/html")
