@@ -19,7 +19,7 @@ from matplotlib.patches import Rectangle
 
 from minimask.compat import match_boxes
 from minimask.model import Run
-from minimask.viz import OKABE_ITO, _figure_and_axes, _image_array, draw_boxes
+from minimask.viz import FIG_WIDTH, OKABE_ITO, _figure_and_axes, _image_array, draw_boxes
 
 ONLY_A, ONLY_B, BOTH = OKABE_ITO[0], OKABE_ITO[4], "0.6"
 
@@ -255,7 +255,7 @@ def detectron2_comparison(rows: list[dict], picture: int = -1, top: int = 30) ->
     ``top`` best boxes (solid, orange) and ours (dashed, blue) drawn on them; right: every
     detection's score, ours against Detectron2's, over all images (on the diagonal when equal).
     """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 4.2), gridspec_kw={"width_ratios": [1.15, 1]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(FIG_WIDTH, 3.5), gridspec_kw={"width_ratios": [1.15, 1]})
     row = rows[picture]
     left.imshow(row["image"])
     theirs = row["theirs"]["boxes"][:top]
@@ -271,9 +271,9 @@ def detectron2_comparison(rows: list[dict], picture: int = -1, top: int = 30) ->
     lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
     right.plot([lo, hi], [lo, hi], color="0.6", linewidth=1, zorder=1)
     right.scatter(a, b, s=10, color=OKABE_ITO[2], zorder=2)
-    right.set_xlabel("score, Detectron2's DefaultPredictor")
-    right.set_ylabel("score, minimask (same checkpoint)")
-    right.set_title(f"{len(a)} detections, {len(rows)} images")
+    right.set_xlabel("score, Detectron2")
+    right.set_ylabel("score, minimask")
+    right.set_title(f"same checkpoint: {len(a)} detections,\n{len(rows)} images")
     right.set_aspect("equal")
     fig.tight_layout()
     return fig
