@@ -228,8 +228,8 @@ class Tab:
             raise CDPError(f"check script failed: {text}")
         return result["result"].get("value")
 
-    def screenshot(self, clip: dict | None = None) -> bytes:
-        params: dict = {"format": "png", "captureBeyondViewport": True}
+    def screenshot(self, clip: dict | None = None, capture_beyond: bool = True) -> bytes:
+        params: dict = {"format": "png", "captureBeyondViewport": capture_beyond}
         if clip:
             params["clip"] = {**clip, "scale": 1}
         return base64.b64decode(self.call("Page.captureScreenshot", params, timeout=120)["data"])
@@ -486,18 +486,38 @@ def _drag_slider(tab: Tab, i: int) -> str | None:
     return None
 
 
-def full_page_screenshot(tab: Tab, tile: int = 8000) -> bytes:
-    """The whole page as one PNG, captured in tiles: one capture stops at 16384 px."""
+# during a capture the sticky header and sidebars scroll with the page, so that they appear once
+FREEZE_STICKY = (
+    "(() => { const s = document.createElement('style'); s.id = 'sitecheck-capture';"
+    " s.textContent = '.bd-header, .bd-sidebar-primary, .bd-sidebar-secondary, .bd-header-article"
+    " { position: static !important; }'; document.head.appendChild(s); })()"
+)
+
+
+def full_page_screenshot(tab: Tab) -> bytes:
+    """The whole page as one PNG, as a reader scrolls it: one capture of the window per scroll
+    position, stitched. (A capture beyond the window resizes the viewport, and the theme lays the
+    page out again for that height: the column moved left and the tiles did not line up.)"""
     from PIL import Image
 
-    size = tab.call("Page.getLayoutMetrics")["cssContentSize"]
-    width, height = int(size["width"]), int(size["height"])
-    if height <= tile:
-        return tab.screenshot()
-    page = Image.new("RGB", (width, height), "white")
-    for top in range(0, height, tile):
-        clip = {"x": 0, "y": top, "width": width, "height": min(tile, height - top)}
-        page.paste(Image.open(io.BytesIO(tab.screenshot(clip))).convert("RGB"), (0, top))
+    tab.evaluate(FREEZE_STICKY)
+    try:
+        size = tab.call("Page.getLayoutMetrics")["cssContentSize"]
+        width, height = int(size["width"]), int(size["height"])
+        page = Image.new("RGB", (width, height), "white")
+        top = 0
+        while top < height:
+            scrolled = tab.evaluate(
+                f"new Promise(r => {{ window.scrollTo(0, {top}); "
+                "requestAnimationFrame(() => requestAnimationFrame(() => r(window.scrollY))); })"
+            )
+            shot = Image.open(io.BytesIO(tab.screenshot(capture_beyond=False))).convert("RGB")
+            page.paste(shot, (0, int(scrolled)))
+            if int(scrolled) + shot.height >= height:
+                break
+            top = int(scrolled) + shot.height
+    finally:
+        tab.evaluate("document.getElementById('sitecheck-capture').remove(); window.scrollTo(0, 0)")
     out = io.BytesIO()
     page.save(out, format="PNG", optimize=False)
     return out.getvalue()
