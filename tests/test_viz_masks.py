@@ -205,7 +205,7 @@ def test_mask_cases_titles():
     case = {"crop": torch.rand(3, 10, 10), "mask": gt, "gt": gt, "label": 1, "score": 0.97, "iou": 0.41}
     fig = vm.mask_cases([case, {**case, "score": 0.2, "iou": 0.95}])
     assert len(fig.axes) == 2
-    assert fig.axes[0].get_title() == "score 0.97\nmask IoU 0.41"
+    assert fig.axes[0].get_title() == "score 0.970\nmask IoU 0.41"
 
 
 def test_rescoring_ap_bars_and_labels():

@@ -480,11 +480,18 @@ class Config:
     # --- chapter 6, shortlist: torchvision RoIHeads.postprocess_detections -------------------
     box_score_thresh: float = _f(0.05, 6, 0.05, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "keeps score > thresh", check=UNIT)
     box_nms_thresh: float = _f(
-        0.5, 6, 0.5, "MODEL.ROI_HEADS.NMS_THRESH_TEST", "per class; suppresses IoU >", check=UNIT
+        0.5, 6, 0.5, "MODEL.ROI_HEADS.NMS_THRESH_TEST", "per class; suppresses IoU > thresh", check=UNIT
     )
-    box_detections_per_img: int = _f(100, 6, 100, "TEST.DETECTIONS_PER_IMAGE", check=POSITIVE_INT)
+    box_detections_per_img: int = _f(
+        100, 6, 100, "TEST.DETECTIONS_PER_IMAGE", "the cap per image, after NMS", check=POSITIVE_INT
+    )
     box_min_size: float = _f(
-        1e-2, 6, "1e-2, hard-coded in postprocess_detections", "", "keep side >=, before NMS", check=NON_NEGATIVE
+        1e-2,
+        6,
+        "1e-2, hard-coded in postprocess_detections",
+        "",
+        "keeps boxes whose sides are >= it, before NMS",
+        check=NON_NEGATIVE,
     )
     small_box_removal: str = _f(
         "before_nms",
@@ -535,7 +542,7 @@ class Config:
         7,
         "none in the model (docs: >= 0.5)",
         "detector_postprocess(mask_threshold=0.5)",
-        "pixel is in the mask if >=",
+        "pixel is in the mask if probability >= thresh",
         check=UNIT,
     )
     mask_paste: str = _f(

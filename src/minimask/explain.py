@@ -199,14 +199,18 @@ class Report:
             if not rows:
                 continue
             cols = ["count", *self.class_names[1:], *SIZES]
-            head = f"{'cause':32}" + "".join(f"{c[:8]:>9}" for c in cols) + f"{'dAP':>8}{'dAP50':>8}  images"
-            lines.append(head)
+            # each column as wide as its name (8 letters at most) or its largest count, plus a space
+            width = {c: max(len(c[:8]), *(len(str(r[c])) for r in rows)) + 1 for c in cols}
+            first = max(len("cause"), *(len(r["cause"]) for r in rows)) + 1
+            head = f"{'cause':{first}}" + "".join(f"{c[:8]:>{width[c]}}" for c in cols)
+            lines.append(head + f"{'dAP':>8}{'dAP50':>8}  images")
             for r in rows:
                 ap = "" if r["dAP"] is None else f"{r['dAP']:8.3f}{r['dAP50']:8.3f}"
                 ims = ",".join(str(i) for i in r["images"][:max_images]) + (
                     ",..." if len(r["images"]) > max_images else ""
                 )
-                lines.append(f"{r['cause']:32}" + "".join(f"{r[c]:9d}" for c in cols) + f"{ap:>16}  {ims}")
+                counts = "".join(f"{r[c]:{width[c]}d}" for c in cols)
+                lines.append(f"{r['cause']:{first}}" + counts + f"{ap:>16}  {ims}")
         return "\n".join(lines)
 
     def markdown(

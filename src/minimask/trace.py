@@ -28,6 +28,7 @@ indices; Detectron2's ``fast_rcnn_inference`` returns the kept proposal indices 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -77,9 +78,10 @@ WORDS: dict[tuple[str, str], str] = {
     ("segmentation", "mask_quality"): "mask quality",
 }
 # (stage, reason) -> the sentence of a miss, filled from Miss.numbers (thresholds from the config)
+SHORT_OF = ("best_proposal_iou", "best_anchor_iou", "refined_iou")  # IoUs a sentence says fell short
 SENTENCES: dict[tuple[str, str], str] = {
     ("longlist", "localisation"): "no proposal covers it at IoU {iou_threshold}: best proposal IoU "
-    "{best_proposal_iou:.2f}, best anchor IoU {best_anchor_iou:.2f}",
+    "{best_proposal_iou:.3f}, best anchor IoU {best_anchor_iou:.3f}",
     ("longlist", "pre_nms_top_k"): "its best covering anchor (IoU {anchor_iou:.2f}, its proposal {proposal_iou:.2f}): "
     "objectness ranked {level_rank_th} of its level (P{pyramid}); the level keeps {top_k:,} before NMS",
     ("longlist", "small_box"): "its proposal (IoU {proposal_iou:.2f}) has a side of {side:.3g} px {below} "
@@ -92,7 +94,7 @@ SENTENCES: dict[tuple[str, str], str] = {
     ("longlist", "cap"): "its proposal (IoU {proposal_iou:.2f}) ranked {rank_th} after NMS; the image keeps {cap:,} "
     "proposals",
     ("classification", "localisation"): "a proposal covered it (IoU {proposal_iou:.2f}) but its class-{label} refined "
-    "box reached only IoU {refined_iou:.2f} (p={probability:.3f})",
+    "box reached only IoU {refined_iou:.3f} (p={probability:.3f})",
     ("classification", "background"): "its best candidate (IoU {refined_iou:.2f}) was called background "
     "(p={background:.3f}); p(class {label}) = {probability:.3f} <= box_score_thresh {threshold:g}",
     ("classification", "wrong_class"): "its best candidate (IoU {refined_iou:.2f}) was called class {argmax} "
@@ -241,7 +243,9 @@ class Miss:
             "pyramid": n.get("level", 0) + 2,
             "suppressor_object": f"object {sup}" if sup >= 0 else "no object",
         }
-        return SENTENCES[(self.stage, self.reason)].format(**n, **extra)
+        # IoUs that fell short of a threshold, rounded down: 0.4996 reads 0.499, never 0.50
+        below = {k: math.floor(n[k] * 1000) / 1000 for k in SHORT_OF if k in n}
+        return SENTENCES[(self.stage, self.reason)].format(**{**n, **below}, **extra)
 
     def __str__(self) -> str:
         return (

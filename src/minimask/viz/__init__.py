@@ -69,9 +69,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle  # noqa: E402
 
-from minimask.viz._draw import LEVEL_NAMES, box_tag, class_name, draw_box, draw_boxes, level_name  # noqa: E402, F401
+from minimask.viz._draw import (  # noqa: E402, F401
+    LEVEL_NAMES,
+    box_tag,
+    class_name,
+    draw_box,
+    draw_boxes,
+    ink,
+    keep_clear,
+    level_name,
+)
 
 # Okabe & Ito (2008), "Color Universal Design": eight colours distinguishable by most readers.
 OKABE_ITO = (
@@ -246,14 +255,16 @@ def ground_truth(
             continue
         name = class_name(label, class_names)
         inside = y1 < 0.06 * height  # a label above a box at the top edge would hit the title
-        ax.text(
+        colour = "0.4" if is_crowd else class_color(label)
+        tag = ax.text(
             x1 + (1 if inside else 0),
             y1 + 1 if inside else y1 - 1,
             "crowd" if is_crowd else name,
-            color="white",
+            color=ink(colour),
             va="top" if inside else "bottom",
-            bbox={"facecolor": "0.4" if is_crowd else class_color(label), "edgecolor": "none", "pad": 1},
+            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1},
         )
+        keep_clear(ax, tag)  # a name that would cover another is left out (the mask colour tells)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])
@@ -342,9 +353,12 @@ def detections(
     ax: plt.Axes | None = None,
     target: dict | None = None,
     title: str | None = None,
+    tags: bool = True,
 ) -> Figure:
     """Chapter 9. A model's output on an image: mask (>= ``mask_threshold``) filled and outlined
-    in the class colour, the box solid, "class score" above it; ground truth black dashed if given.
+    in the class colour, the box solid, "class score" above it (``tags``; where small panels
+    would overprint them, leave them out and add ``class_legend``); ground truth black dashed
+    if given.
     """
     picture = _image_array(image)
     height, width = picture.shape[:2]
@@ -365,13 +379,31 @@ def detections(
     ):
         colour = class_color(label)
         draw_box(ax, box, edgecolor=colour, linewidth=2)
-        box_tag(ax, box, f"{class_name(label, class_names)} {score:.2f}", colour)
+        if tags:
+            box_tag(ax, box, f"{class_name(label, class_names)} {score:.2f}", colour)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or f"{len(output['scores'])} detections")
     return fig
+
+
+def code_cell(name: str) -> str:
+    """``name`` as inline code for a Markdown table cell that may break only after "_", "." or
+    "/" (``<wbr>``), not between any two letters as a narrow column otherwise breaks it."""
+    import html
+
+    text = html.escape(name)
+    for mark in "_./":
+        text = text.replace(mark, mark + "<wbr>")
+    return f'<code class="docutils literal notranslate">{text}</code>'
+
+
+def class_legend(fig: Figure, labels, class_names=None, ncol: int = 3) -> None:
+    """A legend of class colours below a figure's panels, one entry per label in ``labels``."""
+    handles = [Patch(color=class_color(k), label=class_name(k, class_names)) for k in sorted(set(labels))]
+    fig.legend(handles=handles, loc="lower center", ncol=min(ncol, max(len(handles), 1)), frameon=False)
 
 
 def loss_curves(log, names, ax: plt.Axes | None = None, title: str | None = None) -> Figure:

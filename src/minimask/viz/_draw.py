@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import torch
 from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 
 LEVEL_NAMES = ("P2", "P3", "P4", "P5", "P6")  # level index 0 is P2, the finest
 
@@ -40,7 +42,33 @@ def draw_boxes(ax: Axes, boxes, **style) -> None:
         draw_box(ax, box, **style)
 
 
-def box_tag(ax: Axes, box, text: str, colour: str) -> None:
-    """White ``text`` on a ``colour`` label just above the top-left corner of ``box``."""
-    ax.text(float(box[0]), float(box[1]) - 1, text, color="white", va="bottom",
-            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
+def ink(colour) -> str:
+    """The text colour that reads on a ``colour`` background: black on light colours (the
+    palette's yellow and sky blue), white on dark ones."""
+    r, g, b = to_rgb(colour)
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.6 else "white"
+
+
+def keep_clear(ax: Axes, label: Text) -> bool:
+    """Keep ``label`` only if it overlaps no label kept before on ``ax`` (by this function);
+    otherwise remove it. On a crowded picture the first labels drawn win: draw the ones that
+    matter first. Returns whether it was kept."""
+    renderer = ax.figure.canvas.get_renderer()
+    extent = label.get_window_extent(renderer).padded(1)
+    if label.get_bbox_patch() is not None:
+        label.update_bbox_position_size(renderer)
+        extent = label.get_bbox_patch().get_window_extent(renderer).padded(1)
+    kept = ax.__dict__.setdefault("_clear_labels", [])
+    if any(extent.overlaps(other) for other in kept):
+        label.remove()
+        return False
+    kept.append(extent)
+    return True
+
+
+def box_tag(ax: Axes, box, text: str, colour: str, clear: bool = True) -> bool:
+    """``text`` on a ``colour`` label just above the top-left corner of ``box``; with ``clear``,
+    left out where it would cover a label already there (``keep_clear``). Returns whether drawn."""
+    label = ax.text(float(box[0]), float(box[1]) - 1, text, color=ink(colour), va="bottom",
+                    bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
+    return keep_clear(ax, label) if clear else True

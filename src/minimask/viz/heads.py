@@ -61,9 +61,9 @@ def level_assignment(
 ) -> Figure:
     """Chapter 5. Which map each box is pooled from: the FPN formula and the real proposals.
 
-    Left: ``k = floor(canonical_level + log2(side / canonical_scale))`` clamped to
+    Top: ``k = floor(canonical_level + log2(side / canonical_scale))`` clamped to
     ``[k_min, k_max]`` against the box side ``sqrt(area)`` (log scale), with the featured
-    image's proposals (``featured_sides``, ``featured_levels``: 0 = P2) on it. Right: the
+    image's proposals (``featured_sides``, ``featured_levels``: 0 = P2) on it. Bottom: the
     sides of ``sides`` (e.g. every proposal of the val split) stacked by their ``levels``.
     """
     sides = np.asarray(sides, dtype=np.float64)
@@ -93,7 +93,7 @@ def level_assignment(
     left.set_ylim(k_min - 0.6, k_max + 0.6)
     left.set_xlabel("box side sqrt(area), px of the resized image")
     left.set_title("the level-assignment formula")
-    left.legend(loc="upper left", frameon=False)
+    left.legend(loc="lower right", frameon=False)  # large boxes never read P2: that corner is empty
     edges = np.geomspace(max(sides.min(), 1.0) if sides.size else 1.0, max(sides.max(), 2.0) if sides.size else 2.0, 40)
     present = sorted(set(levels.tolist()))
     right.hist(
@@ -205,10 +205,12 @@ def class_distribution(
         lax.bar(x, logits[row], color=colours)
         lax.axhline(0, color="black", linewidth=0.6)
         pax.bar(x, probs[row], color=colours)
-        pax.set_ylim(0, 1.3)
+        pax.set_ylim(0, 1.45)
         pax.set_yticks([0, 0.5, 1])
-        for k in x:
-            pax.text(k, probs[row, k] + 0.03, f"{probs[row, k]:.2f}", ha="center", va="bottom")
+        for k in x:  # upright numbers collide on narrow bars; those under 0.005 read 0.00
+            if probs[row, k] >= 0.005:
+                pax.text(k, probs[row, k] + 0.03, f"{probs[row, k]:.2f}", ha="center", va="bottom",
+                         rotation=90, fontsize=8)  # fmt: skip
         title = row_titles[i] if row_titles is not None else f"proposal {row}"
         lax.set_title(title, loc="left")
         lax.set_ylabel("logit")
@@ -428,12 +430,12 @@ def detections_panel(
     labels = torch.as_tensor(labels).reshape(-1).tolist()
     scores = torch.as_tensor(scores).detach().reshape(-1).tolist()
     tagged = len(labels) if numbers is True or not numbers else int(numbers)
-    for rank in reversed(range(len(labels))):
+    for rank in reversed(range(len(labels))):  # the best drawn last, on top
+        draw_box(ax, boxes[rank], color=class_color(int(labels[rank])), linewidth=2)
+    for rank in range(min(tagged, len(labels)) if tags else 0):  # the best tagged first: its tag stays
         colour = class_color(int(labels[rank]))
-        draw_box(ax, boxes[rank], color=colour, linewidth=2)
         text = f"{rank}" if numbers else f"{class_name(int(labels[rank]), class_names)} {scores[rank]:.2f}"
-        if tags and rank < tagged:
-            box_tag(ax, boxes[rank], text, colour)
+        box_tag(ax, boxes[rank], text, colour)
     for k in sorted(set(int(v) for v in labels)):
         handles.insert(0, Line2D([], [], color=class_color(k), linewidth=2,
                                  label=f"kept {class_name(k, class_names)}: {labels.count(k)}"))  # fmt: skip
@@ -490,8 +492,7 @@ def recall_ledger(
     for xx, v in zip(x, values, strict=True):
         ax.text(xx, v + 0.01, f"{v:.3f}", ha="center", va="bottom")
     ax.set_xticks(x, [n.replace("_", " ") for n in names], rotation=25, ha="right")
-    low = max(0.0, min(values) - 0.1) if values else 0.0
-    ax.set_ylim(low, 1.04)
+    ax.set_ylim(0.0, 1.1)  # bars from 0 (their lengths compare); the numbers give the drops
     ax.set_ylabel("recall at IoU 0.5")
     suffix = f" ({total} objects)" if total is not None else ""
     ax.set_title(title or f"ground-truth objects still covered after each step{suffix}")
@@ -517,10 +518,10 @@ def nms_frame(
     """
     gone = shortlist.dropped["nms"]
     drawn = gone[candidate_scores[gone].argsort(descending=True)][:best]
-    fig, ax = plt.subplots(figsize=(4.4, 4.6))
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, FIG_WIDTH))  # the legend in 3 columns leaves the picture its width
     detections_panel(
         image, shortlist.boxes, shortlist.labels, shortlist.scores, class_names, ax=ax,
         dropped={"nms": (candidate_boxes[drawn], len(gone))}, gt_boxes=gt_boxes, title=title, tags=False,
-        zoom=6, legend_columns=1,
+        zoom=6, legend_columns=3,
     )  # fmt: skip
     return fig

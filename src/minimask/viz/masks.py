@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.colors
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -87,7 +88,7 @@ def class_channels(
         ax.imshow(probs[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         chosen = c == label
         name = "background" if c == 0 else class_name(c, class_names)
-        _clean(ax, f"{c}: {name}" + ("\n← the label" if chosen else "\n(unused)"))
+        _clean(ax, f"{c}: {name}" + ("\n← the label" if chosen else "\n(unused)"), size=SMALL - 1.5)
         for side in ax.spines.values():
             side.set_linewidth(4 if chosen else 0.5)
             side.set_edgecolor(class_color(c) if chosen else "0.6")
@@ -140,7 +141,7 @@ def paste_rules(
     for ax, (name, mask) in zip(axes[1:], pasted.items(), strict=True):
         mask = _np(mask)
         ax.imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        draw_box(ax, box, edgecolor=colour, linewidth=1.2)
+        draw_box(ax, box, edgecolor=colour, linewidth=1.0, linestyle="-.")  # not the mask's solid outline
         if (mask >= threshold).any():
             ax.contour(mask, levels=[threshold], colors=[colour], linewidths=1.5)
         if gt_mask is not None:
@@ -157,7 +158,7 @@ def paste_rules(
             title = f"{name}:\neach pixel sampled"
         _clean(ax, title)
     handles = [
-        Line2D([], [], color=colour, linewidth=2, label="box"),
+        Line2D([], [], color=colour, linewidth=1.0, linestyle="-.", label="box"),
         Line2D([], [], color=NOT_A_CLASS, linestyle="--", label=f"box × {side + 2 * padding}/{side}"),
         Line2D([], [], color=WINDOW_GREY, linewidth=1.4, linestyle=":", label="integer window (+1)"),
         Line2D([], [], color=colour, linewidth=1.5, label=f"mask ≥ {threshold:g}"),
@@ -182,7 +183,7 @@ def threshold_sweep(
     ``ious``: ``(D, T)`` (rows: detections, thin lines in the class colour); the median over
     detections black; ``chosen`` marked.
     """
-    fig, ax = _figure_and_axes(ax, (WIDTH, 3.6))
+    fig, ax = _figure_and_axes(ax, (WIDTH, 4.3))
     x, table = _np(thresholds), _np(ious)
     for row, label in zip(table, [int(v) for v in labels], strict=True):
         ax.plot(x, row, color=class_color(label), linewidth=0.6, alpha=0.35)
@@ -193,7 +194,10 @@ def threshold_sweep(
     handles = [Line2D([], [], color="black", linewidth=2.2, label=f"median (best at {best:g})")]
     for k in sorted({int(v) for v in labels}):
         handles.append(Line2D([], [], color=class_color(k), linewidth=1, label=class_name(k, class_names)))
-    ax.legend(handles=handles, fontsize=SMALL - 1, loc="lower center", frameon=False, ncol=2)
+    # below the axes: inside, the detections' lines ran through it
+    ax.legend(
+        handles=handles, fontsize=SMALL - 1, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, ncol=4
+    )
     ax.set_xlabel("mask threshold", fontsize=SMALL)
     ax.set_ylabel("mask IoU with its object", fontsize=SMALL)
     ax.set_ylim(0, 1)
@@ -463,6 +467,7 @@ def reliability_diagram(reliabilities: Mapping[str, object], title: str | None =
             ax.tick_params(labelsize=SMALL - 1)
         bottom.bar(edges[:-1], _np(rel.count), width=width, align="edge", color="0.6", edgecolor="white")
         bottom.set_yscale("log")
+        bottom.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # 2x10^2, 3x10^2 ... collide
         bottom.set_xlabel("score", fontsize=SMALL)
     if title:
         fig.suptitle(title, fontsize=SMALL + 1)
@@ -481,7 +486,7 @@ def mask_cases(cases: Sequence[Mapping], title: str | None = None) -> Figure:
         if (mask >= 0.5).any() and (mask < 0.5).any():
             ax.contour(mask, levels=[0.5], colors=[class_color(int(case["label"]))], linewidths=1.8)
         ax.contour(_np(case["gt"]), levels=[0.5], colors="black", linewidths=1.0, linestyles="--")
-        _clean(ax, f"score {float(case['score']):.2f}\nmask IoU {float(case['iou']):.2f}")
+        _clean(ax, f"score {float(case['score']):.3f}\nmask IoU {float(case['iou']):.2f}")
     if title:
         fig.suptitle(title, fontsize=SMALL + 1)
     fig.tight_layout()
@@ -505,8 +510,8 @@ def rescoring_ap(
         ax.bar(x, values, width=width * 0.95, color=OKABE_ITO[4 + j], label=kind)
         for xi, v in zip(x, values, strict=True):
             ax.text(xi, v + 0.003, f"{v:.3f}", ha="center", va="bottom", fontsize=SMALL - 1)
-    low = min(min(row.values()) for row in table.values())
-    ax.set_ylim(max(0.0, low - 0.05), max(max(r.values()) for r in table.values()) + 0.04)
+    # bars from 0, so that their lengths compare; headroom for the numbers above them
+    ax.set_ylim(0.0, max(max(r.values()) for r in table.values()) * 1.15)
     ax.set_xticks(np.arange(len(names)), names, fontsize=SMALL)
     ax.tick_params(axis="y", labelsize=SMALL)
     ax.set_ylabel("COCO AP@[.5:.95]", fontsize=SMALL)

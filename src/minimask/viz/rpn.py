@@ -161,7 +161,7 @@ def level_sizes(object_sides, anchor_sizes: Sequence[Sequence[float]], ax: plt.A
     sides = np.asarray(object_sides, dtype=np.float64)
     sizes = [float(s[0]) for s in anchor_sizes]
     edges = [0.0] + [math.sqrt(a * b) for a, b in zip(sizes, sizes[1:], strict=False)] + [math.inf]
-    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 3.2))
+    fig, ax = _figure_and_axes(ax, (FIG_WIDTH, 3.8))
     top = max(float(sides.max()) if sides.size else 1.0, sizes[-1]) * 1.15
     bins = np.geomspace(max(1.0, min(sizes) / 2), top, 40)
     for level, size in enumerate(sizes):
@@ -175,7 +175,8 @@ def level_sizes(object_sides, anchor_sizes: Sequence[Sequence[float]], ax: plt.A
     ax.set_xlim(bins[0], top)
     ax.set_xlabel("object size: sqrt(box area), pixels of the resized image")
     ax.set_ylabel("objects")
-    ax.legend(fontsize=SMALL, frameon=False, loc="upper left")
+    # below the axes: the tall bars of the small levels fill the top left
+    ax.legend(fontsize=SMALL, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)
     fig.tight_layout()
     return fig
 
@@ -617,7 +618,7 @@ def sweep(values, recall, size, xlabel: str, marked=None, axes=None) -> Figure:
     fig, axes = _axes_grid(1, 2, (FIG_WIDTH, 2.9), axes)
     left, right = axes[0]
     left.plot(values, recall, "-o", color="black", markersize=4)
-    right.plot(values, size, "-o", color=OKABE_ITO[4], markersize=4)
+    right.plot(values, size, "-o", color="black", markersize=4)  # black: the val split, as on the left
     left.set_ylabel("objects covered (share)", fontsize=SMALL)
     right.set_ylabel("proposals per image (mean)", fontsize=SMALL)
     for ax in (left, right):
@@ -705,7 +706,7 @@ def lost_objects(picture, gt_boxes, lost_at, steps: Sequence[str], ax: plt.Axes 
 
     ``lost_at`` (G,) is, per object, the index into ``steps`` of the step after which no box
     covers it any more; -1: still covered after the last step (thin grey dashed); -2: no box
-    covers it even before the first step (grey dotted). Lost objects are drawn solid in one
+    covers it even before the first step (black dash-dotted). Lost objects are drawn solid in one
     colour per step; the legend counts every group.
     """
     h, w = picture.shape[-2:]
@@ -714,7 +715,7 @@ def lost_objects(picture, gt_boxes, lost_at, steps: Sequence[str], ax: plt.Axes 
     lost_at = torch.as_tensor(lost_at, dtype=torch.int64)
     gt_boxes = torch.as_tensor(gt_boxes).reshape(-1, 4)
     kept_style = {"color": "0.45", "linestyle": "--", "linewidth": 0.6}
-    never_style = {"color": "0.3", "linestyle": ":", "linewidth": 1.2}
+    never_style = {"color": "black", "linestyle": "-.", "linewidth": 1.6}  # apart from the thin grey
     draw_boxes(ax, gt_boxes[lost_at == -1], **kept_style)
     draw_boxes(ax, gt_boxes[lost_at == -2], **never_style)
     handles = [

@@ -34,6 +34,7 @@ from minimask.viz import (
     level_color,
     plt,
 )
+from minimask.viz._draw import ink, keep_clear
 
 MISS_COLOR = NOT_A_CLASS  # a missed object's label: never a class colour
 
@@ -208,8 +209,9 @@ def _label(ax, box, text: str, colour: str, size: tuple[int, int], above: bool) 
         y, va = (box[1] - 1, "bottom") if box[1] > room else (box[1] + 1, "top")
     else:
         y, va = (box[3] + 1, "top") if box[3] < height - room else (box[3] - 1, "bottom")
-    ax.text(box[0] if left else box[2], y, text, color="white", ha="left" if left else "right", va=va,
-            clip_on=True, bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
+    label = ax.text(box[0] if left else box[2], y, text, color=ink(colour), ha="left" if left else "right",
+                    va=va, clip_on=True, bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
+    keep_clear(ax, label)  # where it would cover another label, left out
 
 
 def errors(image, trace, class_names=None, ax=None, title: str | None = None) -> Figure:
@@ -232,7 +234,6 @@ def errors(image, trace, class_names=None, ax=None, title: str | None = None) ->
         colour = class_color(labels[d])
         if d in matched:
             draw_box(ax, boxes[d], edgecolor=colour, linewidth=2)
-            _label(ax, boxes[d], f"{class_name(labels[d], class_names)} {scores[d]:.2f}", colour, (height, width), True)
         elif d in kinds:
             draw_box(ax, boxes[d], edgecolor=colour, linewidth=1, linestyle=":")
     lost = trace.misses if trace.target is not None else []
@@ -240,6 +241,10 @@ def errors(image, trace, class_names=None, ax=None, title: str | None = None) ->
         box = trace.target["boxes"][m.gt_index].tolist()
         draw_box(ax, box, **GT_STYLE)
         _label(ax, box, f"missed: {m.words}", MISS_COLOR, (height, width), False)
+    # the misses' labels first (the point of the figure), then the best detections' that fit
+    for d in sorted(matched, key=lambda d: -scores[d]):
+        name = f"{class_name(labels[d], class_names)} {scores[d]:.2f}"
+        _label(ax, boxes[d], name, class_color(labels[d]), (height, width), True)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])
