@@ -306,7 +306,9 @@ def object_sizes(
     for limit in COCO_SIZE_BINS:
         ax.axvline(limit, color="black", linestyle="--", linewidth=1.0)
     counts = np.histogram(side, bins=[0.0, COCO_SIZE_BINS[0], COCO_SIZE_BINS[1], np.inf])[0]
-    y_text = ax.get_ylim()[1] * 0.93
+    top = ax.get_ylim()[1]
+    ax.set_ylim(0, top * 1.15)  # the bin counts above the tallest bar
+    y_text = top * 1.05
     for x, name, count in zip(
         (COCO_SIZE_BINS[0] / 2, sum(COCO_SIZE_BINS) / 2, COCO_SIZE_BINS[1] + 4),
         ("small", "medium", "large"),

@@ -531,6 +531,7 @@ def funnel(counts: dict[str, Sequence[int]], ax: plt.Axes | None = None, title: 
     for xi, t in zip(x, total, strict=True):
         ax.annotate(f"{int(t):,}", (xi, t), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=SMALL)
     ax.set_yscale("log")
+    ax.set_xlim(-0.5, len(steps) - 0.5)  # room for the first and last counts inside the frame
     ax.set_xticks(x, [STEP_LABELS.get(s, s) for s in steps], rotation=20, fontsize=SMALL)
     ax.set_ylabel("anchors left")
     ax.set_ylim(max(0.8, table[table > 0].min() / 2 if (table > 0).any() else 1), total.max() * 3)
