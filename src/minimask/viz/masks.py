@@ -129,11 +129,11 @@ def paste_rules(
     ``gt_mask`` (H, W) outlined black dashed.
     """
     colour = class_color(label)
-    fig, axes = plt.subplots(1, 1 + len(pasted), figsize=(WIDTH, WIDTH / (1 + len(pasted)) + 1.3))
+    fig, axes = plt.subplots(1, 1 + len(pasted), figsize=(WIDTH, WIDTH / (1 + len(pasted)) + 1.0))
     x1, y1, x2, y2 = (float(v) for v in box)
     side = int(probs.shape[-1])
     axes[0].imshow(_np(probs), cmap="gray", vmin=0, vmax=1, extent=(x1, x2, y2, y1), interpolation="nearest")
-    draw_box(axes[0], box, edgecolor=colour, linewidth=2)
+    draw_box(axes[0], box, edgecolor=colour, linewidth=1.5, linestyle="-.")
     for ax in axes:
         ax.set_xlim(np.floor(x1) - margin, np.ceil(x2) + margin)
         ax.set_ylim(np.ceil(y2) + margin, np.floor(y1) - margin)
@@ -166,7 +166,7 @@ def paste_rules(
     if gt_mask is not None:
         handles.append(Line2D([], [], **GT_STYLE, label="ground truth"))
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=SMALL - 1, frameon=False)
-    fig.tight_layout(rect=(0, 0.17, 1, 1))
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     return fig
 
 
