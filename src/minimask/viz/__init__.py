@@ -80,6 +80,7 @@ from minimask.viz._draw import (  # noqa: E402, F401
     ink,
     keep_clear,
     level_name,
+    tag,
 )
 
 # Okabe & Ito (2008), "Color Universal Design": eight colours distinguishable by most readers.
@@ -256,15 +257,9 @@ def ground_truth(
         name = class_name(label, class_names)
         inside = y1 < 0.06 * height  # a label above a box at the top edge would hit the title
         colour = "0.4" if is_crowd else class_color(label)
-        tag = ax.text(
-            x1 + (1 if inside else 0),
-            y1 + 1 if inside else y1 - 1,
-            "crowd" if is_crowd else name,
-            color=ink(colour),
-            va="top" if inside else "bottom",
-            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1},
-        )
-        keep_clear(ax, tag)  # a name that would cover another is left out (the mask colour tells)
+        # a name that would cover another is left out (the mask colour tells the class)
+        tag(ax, x1 + (1 if inside else 0), y1 + 1 if inside else y1 - 1, "crowd" if is_crowd else name,
+            colour, va="top" if inside else "bottom")  # fmt: skip
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])

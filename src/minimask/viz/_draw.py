@@ -66,9 +66,15 @@ def keep_clear(ax: Axes, label: Text) -> bool:
     return True
 
 
-def box_tag(ax: Axes, box, text: str, colour: str, clear: bool = True) -> bool:
-    """``text`` on a ``colour`` label just above the top-left corner of ``box``; with ``clear``,
-    left out where it would cover a label already there (``keep_clear``). Returns whether drawn."""
-    label = ax.text(float(box[0]), float(box[1]) - 1, text, color=ink(colour), va="bottom",
-                    bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
+def tag(ax: Axes, x: float, y: float, text: str, colour: str, clear: bool = True, **placement) -> bool:
+    """``text`` on a ``colour`` label at ``(x, y)`` (``placement``: ``ax.text`` keywords such as
+    ``ha``, ``va``), in the ink that reads on it; with ``clear``, left out where it would cover
+    a label already there (``keep_clear``). Returns whether drawn."""
+    label = ax.text(x, y, text, color=ink(colour), bbox={"facecolor": colour, "edgecolor": "none", "pad": 1},
+                    **placement)  # fmt: skip
     return keep_clear(ax, label) if clear else True
+
+
+def box_tag(ax: Axes, box, text: str, colour: str, clear: bool = True) -> bool:
+    """``text`` on a ``colour`` label just above the top-left corner of ``box`` (``tag``)."""
+    return tag(ax, float(box[0]), float(box[1]) - 1, text, colour, clear, va="bottom")

@@ -34,7 +34,7 @@ from minimask.viz import (
     level_color,
     plt,
 )
-from minimask.viz._draw import ink, keep_clear
+from minimask.viz._draw import tag
 
 MISS_COLOR = NOT_A_CLASS  # a missed object's label: never a class colour
 
@@ -209,9 +209,7 @@ def _label(ax, box, text: str, colour: str, size: tuple[int, int], above: bool) 
         y, va = (box[1] - 1, "bottom") if box[1] > room else (box[1] + 1, "top")
     else:
         y, va = (box[3] + 1, "top") if box[3] < height - room else (box[3] - 1, "bottom")
-    label = ax.text(box[0] if left else box[2], y, text, color=ink(colour), ha="left" if left else "right",
-                    va=va, clip_on=True, bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})  # fmt: skip
-    keep_clear(ax, label)  # where it would cover another label, left out
+    tag(ax, box[0] if left else box[2], y, text, colour, ha="left" if left else "right", va=va, clip_on=True)
 
 
 def errors(image, trace, class_names=None, ax=None, title: str | None = None) -> Figure:
