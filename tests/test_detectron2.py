@@ -8,6 +8,7 @@ each Detectron2 value is checked against a case worked out by hand from Detectro
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 from collections import OrderedDict
@@ -24,6 +25,7 @@ from minimask.classification import Classification
 from minimask.compat import (
     config_from_detectron2,
     detectron2_class_names,
+    detectron2_safetensors,
     from_detectron2,
     read_detectron2_checkpoint,
     read_detectron2_yaml,
@@ -372,13 +374,15 @@ def test_to_detectron2_has_detectron2s_keys_and_layouts(seeded):
 
 
 def test_round_trip_and_the_same_decisions(seeded, tmp_path):
-    """to_detectron2 -> .pth (as Detectron2's checkpointer writes it) and .pkl (model zoo) ->
-    from_detectron2: the same weights (background slots zero) and the same detections."""
+    """to_detectron2 -> .pth (as Detectron2's checkpointer writes it), .pkl (model zoo) and the
+    .pth's tensors as .safetensors -> from_detectron2: the same weights (background slots zero) and the same detections."""
     d2 = to_detectron2(seeded)
     torch.save({"model": d2, "iteration": 90000, "scheduler": {"last_epoch": 3}}, tmp_path / "model_final.pth")
     with open(tmp_path / "model_final.pkl", "wb") as f:
         pickle.dump({"model": {k: v.numpy() for k, v in d2.items()}, "__author__": "Detectron2 Model Zoo"}, f)
-    for name in ("model_final.pth", "model_final.pkl"):
+    sha = detectron2_safetensors(tmp_path / "model_final.pth", tmp_path / "model_final.safetensors")
+    assert sha == hashlib.sha256((tmp_path / "model_final.pth").read_bytes()).hexdigest()
+    for name in ("model_final.pth", "model_final.pkl", "model_final.safetensors"):
         back = from_detectron2(tmp_path / name)
         assert back.config == D2 and not back.training
         again = to_detectron2(back)

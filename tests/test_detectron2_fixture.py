@@ -1,7 +1,7 @@
 """``compat.from_detectron2`` against Detectron2 itself: fixtures that Detectron2 made.
 
-Each directory under ``data/detectron2/`` holds a checkpoint saved by Detectron2's
-``DetectionCheckpointer``, its ``config.yaml`` (``cfg.dump()``), images and what Detectron2
+Each directory under ``data/detectron2/`` holds the weights of a checkpoint saved by
+Detectron2's ``DetectionCheckpointer`` (as ``model_final.safetensors``: no pickle), its ``config.yaml`` (``cfg.dump()``), images and what Detectron2
 computed on them (``outputs.json``: ``DefaultPredictor``'s instances, the RPN's proposals with
 their objectness logits, and the kept proposal rows of ``box_predictor.inference``); its
 ``PROVENANCE.md`` says how (``tools/detectron2_fixture.py``). Our model, loaded from those two
@@ -39,6 +39,7 @@ def test_the_repository_holds_fixtures_made_by_detectron2():
     for name in ("R50-FPN", "R50-FPN-sigmoid", "R50-FPN-cls-agnostic", "D1-R50-FPN"):
         provenance = (ROOT / name / "PROVENANCE.md").read_text()
         assert "DefaultPredictor" in provenance and "commit 02b5c4e" in provenance, name
+        assert "sha256" in provenance and not (ROOT / name / "model_final.pth").exists(), "no pickle shipped"
     checked = json.loads((ROOT / "checked.json").read_text())
     assert {n for n, c in checked.items() if c["in_repository"]} == names & set(checked)
 
@@ -46,7 +47,7 @@ def test_the_repository_holds_fixtures_made_by_detectron2():
 @pytest.fixture(scope="module", params=FIXTURES, ids=[p.name for p in FIXTURES])
 def loaded(request):
     root = request.param
-    model = from_detectron2(root / "model_final.pth", root / "config.yaml")
+    model = from_detectron2(root / "model_final.safetensors", root / "config.yaml")
     records = json.loads((root / "outputs.json").read_text())
     runs = []
     for rec in records:

@@ -23,7 +23,7 @@ from minimask.data import SHAPES_VAL
 from minimask.viz import GT_STYLE, class_color, own
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "detectron2" / "R50-FPN"
-CHECKPOINT, CONFIG = str(FIXTURE / "model_final.pth"), str(FIXTURE / "config.yaml")
+CHECKPOINT, CONFIG = str(FIXTURE / "model_final.safetensors"), str(FIXTURE / "config.yaml")
 
 
 def _fails(capsys, argv: list[str]) -> str:

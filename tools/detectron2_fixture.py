@@ -12,7 +12,9 @@ from ``--seed``: Detectron2's own initialisation (``build_model``), then every n
 scale and shift and every bias drawn at random so that no layer is an identity, and the class
 logits scaled so that scores spread over (0, 1). OUT_DIR receives:
 
-- ``model_final.pth``: ``DetectionCheckpointer(model).save("model_final")``;
+- ``model_final.pth``: ``DetectionCheckpointer(model).save("model_final")``, and
+  ``model_final.safetensors``: its ``"model"`` tensors (``minimask.compat.detectron2_safetensors``),
+  the form the repository ships (no pickle);
 - ``config.yaml``: ``cfg.dump()``, with ``MODEL.WEIGHTS`` pointing at nothing (set it to load);
 - ``images/*.png``: the input images (RGB PNG; DefaultPredictor is given them as BGR arrays);
 - ``outputs.json``: per image, ``DefaultPredictor``'s ``pred_boxes``, ``scores``, ``pred_classes``
@@ -167,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{name}: {len(out)} detections, {len(proposals[0])} proposals", file=sys.stderr)
     (args.out / "outputs.json").write_text(json.dumps(records))
+    from minimask.compat import detectron2_safetensors
+
+    sha = detectron2_safetensors(args.out / "model_final.pth", args.out / "model_final.safetensors")
     src = Path(detectron2.__file__).resolve().parents[1]
     git = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
     commit = args.commit or (git.stdout.strip() if git.returncode == 0 else "")
@@ -183,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- images: {images} of the shapes val split (`data/shapes/val/images`)\n"
         f"- command: `python tools/detectron2_fixture.py <detectron2>/configs/{config_name} OUT --images ... "
         f"--seed {args.seed}{' --opts ' + ' '.join(args.opts) if args.opts else ''}`, torch with one thread\n"
+        f'- stored: `model_final.safetensors`, the `"model"` tensors of the checkpointer\'s `model_final.pth` '
+        f"(sha256 {sha}), tensor for tensor (`compat.detectron2_safetensors`); the pickle, with its optimizer and "
+        "scheduler state, is not shipped\n"
     )
     return 0
 

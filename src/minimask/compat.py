@@ -20,6 +20,7 @@ the wrong shape.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import math
@@ -30,6 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 import torchvision
 from torch import Tensor, nn
@@ -426,6 +428,7 @@ __all__ = [
     "from_detectron2",
     "minimask_name",
     "read_detectron2_checkpoint",
+    "detectron2_safetensors",
     "read_detectron2_yaml",
     "to_detectron2",
     "coco_categories",
@@ -620,7 +623,9 @@ def read_detectron2_checkpoint(path: str | Path) -> OrderedDict[str, Tensor]:
     ``"model"``, plus optimizer and scheduler) is read with ``torch.load(weights_only=True)``,
     numpy arrays admitted; a model zoo ``.pkl`` (a pickled dict ``{"model": {name: ndarray},
     "__author__": ...}``) with an unpickler that admits only numpy arrays and plain
-    containers. Anything else raises ``ValueError`` naming the file and the refused object.
+    containers; a ``.safetensors`` file (tensors only: how this repository ships the ``"model"``
+    part of a checkpointer's file, ``detectron2_safetensors``) with safetensors. Anything else
+    raises ``ValueError`` naming the file and the refused object.
     A ``module.`` prefix (DistributedDataParallel) is removed, as Detectron2's checkpointer does.
     """
     path = Path(path)
@@ -630,6 +635,8 @@ def read_detectron2_checkpoint(path: str | Path) -> OrderedDict[str, Tensor]:
     if path.suffix == ".pkl":
         with open(path, "rb") as f:
             data = _SafeUnpickler(f, source).load()
+    elif path.suffix == ".safetensors":
+        data = safetensors.torch.load_file(path)
     else:
         numpy_globals = _numpy_globals()
         try:
@@ -655,6 +662,16 @@ def read_detectron2_checkpoint(path: str | Path) -> OrderedDict[str, Tensor]:
     if any(re.search(r"_(w|b|s|bn_s|bn_b)$", k) for k in out) and not any("." in k for k in out):
         raise ValueError(f"{source}: Caffe2/Detectron1 names (e.g. conv1_w); only Detectron2 names are read")
     return out
+
+
+def detectron2_safetensors(checkpoint: str | Path, out: str | Path) -> str:
+    """Chapter 12. The weights of a Detectron2 checkpoint (``read_detectron2_checkpoint``) saved
+    tensor for tensor as ``out`` (``.safetensors``), which ``from_detectron2`` reads as it reads
+    the checkpoint; optimizer and scheduler state are left out. Returns the checkpoint file's
+    sha256, so that the converted file can name its source."""
+    weights = read_detectron2_checkpoint(checkpoint)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in weights.items()}, str(out))
+    return hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
 
 
 def _numpy_globals() -> list[Any]:
@@ -1032,7 +1049,7 @@ def _number(v: Any) -> int | float:
 def from_detectron2(checkpoint: str | Path | Mapping[str, Tensor], config: str | Path | None = None) -> MaskRCNN:
     """Chapter 11. Our ``MaskRCNN`` with a Detectron2 checkpoint's weights, deciding by Detectron2's rules.
 
-    ``checkpoint``: a ``model_final.pth``, a model zoo ``.pkl`` (``read_detectron2_checkpoint``,
+    ``checkpoint``: a ``model_final.pth``, a model zoo ``.pkl``, their ``.safetensors`` (``read_detectron2_checkpoint``,
     never running code) or a Detectron2 state dict. ``config``: its ``config.yaml``
     (``_BASE_`` files merged); none = the model zoo's R50-FPN Mask R-CNN
     (``Config.detectron2_r50()``). Weights: names mapped (``minimask_name``), background

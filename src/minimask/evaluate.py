@@ -202,7 +202,7 @@ def _parser() -> cli.Parser:
     p.add_argument("--explain", action="store_true",
                    help="also explain every error (chapter 10): misses by stage and reason, false positives by kind")  # fmt: skip
     p.add_argument("--detectron2", metavar="CHECKPOINT", default=None,
-                   help="a Detectron2 model_final.pth or model zoo .pkl instead of --weights (chapter 12); its "
+                   help="a Detectron2 model_final.pth, model zoo .pkl or their .safetensors instead of --weights (chapter 12); its "
                    "label k is the data set's k-th category in category-id order")  # fmt: skip
     p.add_argument("--config", metavar="YAML", default=None,
                    help="with --detectron2: its config.yaml (default: the model zoo's R50-FPN Mask R-CNN)")  # fmt: skip

@@ -256,7 +256,7 @@ def _parser() -> cli.Parser:
     p.add_argument("--annotations", default=None,
                    help="with --explain: a COCO file with the images' objects (misses, false positives)")  # fmt: skip
     p.add_argument("--detectron2", metavar="CHECKPOINT", default=None,
-                   help="a Detectron2 model_final.pth or model zoo .pkl instead of --weights (chapter 11)")  # fmt: skip
+                   help="a Detectron2 model_final.pth, model zoo .pkl or their .safetensors instead of --weights (chapter 11)")  # fmt: skip
     p.add_argument("--config", metavar="YAML", default=None,
                    help="with --detectron2: its config.yaml (default: the model zoo's R50-FPN Mask R-CNN)")  # fmt: skip
     return p
