@@ -7,6 +7,7 @@ import inspect
 import json
 
 import pytest
+import torch
 from torchvision.models.detection import faster_rcnn, mask_rcnn
 
 from minimask.config import Config, check_accepts, config_table, describe_check
@@ -74,7 +75,15 @@ def test_every_field_has_provenance_and_table_renders():
 
 def test_shapes_preset_is_valid_and_round_trips_through_json():
     cfg = Config.shapes()
-    assert cfg.backbone == "small" and cfg.num_classes == 7 and cfg.canonical_scale == 32
+    assert cfg.backbone == "small" and cfg.num_classes == 7
+    # the level rule pools an anchor-sized box from its own level (P3-P5), the side near the
+    # middle of the level's range (its docstring): canonical_scale between 16 and 32 px
+    from minimask.pooling import assign_levels
+
+    sides = torch.tensor([float(a[0]) for a in cfg.anchor_sizes[1:4]])
+    boxes = torch.stack([torch.zeros(3), torch.zeros(3), sides, sides], 1)
+    assert assign_levels(boxes, cfg).tolist() == [1, 2, 3]  # P3, P4, P5
+    assert 16 < cfg.canonical_scale < 32
     back = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg
     with pytest.raises(ValueError, match="unknown Config field.*not_a_field"):

@@ -54,6 +54,10 @@ SLIDER_SVG = """<div class="widget">
   for (const b of document.querySelectorAll('.box'))
     b.style.display = Number(b.dataset.score) >= Number(e.target.value) ? '' : 'none'; });</script>"""
 
+# A hand-written Markdown table as the book renders it: code names in the cells
+TABLE = """<table><tr><th>step</th><th>torchvision</th></tr>
+<tr><td>cap</td><td><code>RoIHeads.postprocess_detections</code>, <code>keep[:100]</code></td></tr></table>"""
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
@@ -72,7 +76,9 @@ def site(tmp_path_factory) -> Path:
         + SWAP_SCRIPT.format(n=1)
         + SLIDER_SVG
         + '<p><a href="other.html#there">a link</a> <a href="#here" id="here">an anchor</a></p>'
-        + "<figure><img src='frame1.png'><figcaption>A figure.</figcaption></figure>",
+        + "<figure><img src='frame1.png'><figcaption>A figure.</figcaption></figure>"
+        + TABLE
+        + '<script src="table_breaks.js"></script>',
         "other.html": '<h2 id="there">There</h2><pre>print("fits")</pre>',
         "broken_slider.html": SLIDER_IMG.format(n=2),
         "text_figure.html": "<figure><pre>&lt;Figure size 1100x440 with 1 Axes&gt;</pre><figcaption>x</figcaption></figure>",
@@ -85,7 +91,9 @@ def site(tmp_path_factory) -> Path:
         "wide.html": "<pre>" + "x = 1  # " + "a" * 150 + "</pre>",
         "shrunk.html": "<figure><img src='wide.png' style='max-width:100%'><figcaption>Too wide.</figcaption></figure>",
         "missing_image.html": "<figure><img src='nothing.png'><figcaption>x</figcaption></figure>",
+        "unmarked_table.html": TABLE,  # the book's script is not on this page
     }
+    (root / "table_breaks.js").write_text((ROOT / "_static" / "table_breaks.js").read_text())
     style = "<style>article { width: 680px; } pre { overflow-x: auto; }</style>"
     for name, body in pages.items():
         (root / name).write_text(PAGE.format(title=name, body=style + body))
@@ -133,6 +141,7 @@ def test_slider_that_changes_nothing_fails(results):
         ("wide.html", "wider than the column"),
         ("shrunk.html", "its text shrinks"),
         ("missing_image.html", "image does not load"),
+        ("unmarked_table.html", "code names in tables can break between any two letters"),
     ],
 )
 def test_each_broken_page_is_named(results, page, words):

@@ -302,6 +302,10 @@ PAGE_SCRIPT = r"""
                  text: e.textContent.trim().split('\n')[0].slice(0, 60)});
     }
   }
+  // code names in tables without their break points after _ . / (_static/table_breaks.js)
+  const unmarked = [...root.querySelectorAll('table code')]
+    .filter(c => /[_./]\w/.test(c.textContent) && !c.querySelector('wbr'))
+    .map(c => c.textContent.trim().slice(0, 60));
   const pageExcess = document.documentElement.scrollWidth - document.documentElement.clientWidth;
   // what it asks for: anything in the DOM that names a network resource, requested or not
   const fetched = [...document.querySelectorAll(
@@ -310,7 +314,7 @@ PAGE_SCRIPT = r"""
     .map(e => e.src || e.href || e.data || '');
   return {
     url: location.href, title: document.title, text: root.textContent, outputs, images, svgs,
-    textFigures, wide, pageExcess, fetched,
+    textFigures, wide, pageExcess, fetched, unmarked,
     links: [...document.querySelectorAll('a[href]')].map(a => a.href),
     ids: [...document.querySelectorAll('[id]')].map(e => e.id)
       .concat([...document.querySelectorAll('a[name]')].map(a => a.name)),
@@ -605,6 +609,11 @@ def check_page(tab: Tab, path: Path, root: Path, shots: Path | None) -> PageResu
         result.problems.append(
             f"{wide['tag']} is {wide['excess']} px wider than the column ({wide['width']} px), "
             f"the reader scrolls sideways: {wide['text']!r}"
+        )
+    if page["unmarked"]:
+        result.problems.append(
+            f"{len(page['unmarked'])} code names in tables can break between any two letters (no <wbr> "
+            f"after _ . /; _static/table_breaks.js did not run?), e.g. {page['unmarked'][0]!r}"
         )
     if page["pageExcess"] > 1:
         result.problems.append(f"the page is {page['pageExcess']} px wider than the window")

@@ -603,11 +603,13 @@ class Config:
         Reasons: images are resized so the long side is 320 px (``min_size = max_size = 320``),
         which keeps a training batch at most 320x320 while the smallest objects (6 px) stay
         about 5 px or more; objects are then about 5-200 px, so the anchors are 4x smaller
-        than COCO's (8-128 px on P2-P6). ``canonical_scale = 32`` keeps the FPN level rule
-        (chapter 5) consistent with those anchors: an RoI the size of a level's anchors is
-        pooled from that level (32 px from P4, 64 px from P5, 16 px from P3). COCO's 224 is
-        the ImageNet pre-training crop, which the FPN paper pools from P4; with our objects it
-        would send nearly every RoI to P2. No ImageNet weights offline, so a narrow ResNet of
+        than COCO's (8-128 px on P2-P6). ``canonical_scale = 23`` (about 16 * sqrt(2)) keeps the
+        FPN level rule (chapter 5) consistent with those anchors: P4 pools sides of 23-46 px,
+        P3 11.5-23, P2 below, P5 above, so each level's anchor side (16 px on P3, 32 on P4, 64
+        on P5) sits at the middle, on a log scale, of the sides that level pools, and the
+        RoIs spread over all four levels (each at least 10 % on a fresh val split). COCO's 224
+        is the ImageNet pre-training crop, which the FPN paper pools from P4; with our objects
+        it would send nearly every RoI to P2. No ImageNet weights offline, so a narrow ResNet of
         BasicBlocks with trainable BatchNorm (also in the FPN) that learns from scratch; 6
         classes + background. Caps: 500 proposals per level before NMS and 300 after, 100
         detections (COCO's): an ordinary image never reaches them, a crowd image (60-150
@@ -626,7 +628,7 @@ class Config:
             rpn_pre_nms_top_n_test=500,
             rpn_post_nms_top_n_train=300,
             rpn_post_nms_top_n_test=300,
-            canonical_scale=32,
+            canonical_scale=23,
             num_classes=7,
             box_roi_sampling_ratio=1,
             mask_roi_sampling_ratio=1,
