@@ -22,8 +22,18 @@ test: $(STAMP)
 test-explore: $(STAMP)
 	HYPOTHESIS_EXPLORE=1 $(BIN)/pytest -q -n 2 --dist loadfile -m hypothesis
 
+# Sphinx re-runs a chapter only when its own .md changed; the chapters also read the library,
+# the weights and the data, so when any of those is newer than the last good build, every
+# chapter is run again (its saved outputs removed first).
+BOOK_STAMP := _build/.book-built
 book: $(STAMP)
+	@if [ -d _build/.doctrees ] && { [ ! -f $(BOOK_STAMP) ] || \
+		[ -n "$$(find src data _static _config.yml _toc.yml -type f -newer $(BOOK_STAMP) | head -1)" ]; }; then \
+		echo "library, data or weights changed since the last build: every chapter runs again"; \
+		rm -rf _build/.doctrees _build/jupyter_execute; fi
+	mkdir -p _build && touch $(BOOK_STAMP).new
 	$(BIN)/jupyter-book build . -W -n --keep-going
+	mv $(BOOK_STAMP).new $(BOOK_STAMP)
 
 # The built site as a reader sees it: every page in headless Chromium, offline (tools/sitecheck.py);
 # screenshots in _build/screenshots/. Run after `make book`. Installs Debian's chromium if missing.

@@ -22,11 +22,13 @@ from minimask.explain import FP_KINDS, explain_dataset, false_positives
 from minimask.fates import FATES, KEPT
 from minimask.trace import CAUSES, IOU_TYPES, MISS_CAUSES, WORDS, Trace, explain
 
-# Val images the cause tests start from (found by explaining every ordinary val image with the
-# shipped model): 7 has 8 objects and no miss, so a changed threshold is the only cause; in 10
-# (7 objects, no miss) the weakest match's class also beats the background, so the score
-# threshold alone decides it; 36 has two misses, one in class NMS and one called background.
-CLEAN_IMAGE, THRESHOLD_IMAGE, CLASS_NMS_IMAGE = 7, 10, 36
+# Val images the cause tests start from (found by explaining every val image with the shipped
+# model; look again after retraining it): 7 has 8 objects and no miss, so a changed threshold is
+# the only cause; in 56 (8 objects, no miss) the weakest match's class also beats the
+# background, so the score threshold alone decides it; 13, a crowd of 77 objects, loses one in
+# class NMS and others called background (only crowd images lose an object in class NMS).
+CLEAN_IMAGE, THRESHOLD_IMAGE, CLASS_NMS_IMAGE = 7, 56, 13
+CLASS_NMS_FILE = "000014.png"  # val image 13's file
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +191,8 @@ def test_score_threshold_drops_exactly_one_object(model):
 
 @constructs(("shortlist", "nms"))
 def test_class_nms_collision(model):
-    """Val image 36 (CLASS_NMS_IMAGE): one object's best candidate is suppressed in class NMS by a
-    detection it overlaps (IoU 0.60 > 0.5). The miss names that detection, the record agrees on
+    """Val image 13 (CLASS_NMS_IMAGE): one object's best candidate is suppressed in class NMS by a
+    detection it overlaps (IoU > 0.5). The miss names that detection, the record agrees on
     who suppressed whom, and raising box_nms_thresh above their IoU brings the object back."""
     image, target = shapes_val()[CLASS_NMS_IMAGE]
     tr = explain(model, image, target)
@@ -206,7 +208,7 @@ def test_class_nms_collision(model):
 @constructs(("longlist", "pre_nms_top_k"))
 def test_pre_nms_top_k(model):
     """One anchor per level before NMS: the objects without it are lost at the level's top-k."""
-    image, target = featured(0)
+    image, target = shapes_val()[CLEAN_IMAGE]
     tr = causes(model, image, target, rpn_pre_nms_top_n_test=1)
     assert tr.misses and {(m.stage, m.reason) for m in tr.misses} == {("longlist", "pre_nms_top_k")}
     for m in tr.misses:
@@ -218,7 +220,7 @@ def test_pre_nms_top_k(model):
 @constructs(("longlist", "cap"))
 def test_post_nms_top_k(model):
     """One proposal per image: every other object is lost at the post-NMS cap."""
-    image, target = featured(0)
+    image, target = shapes_val()[CLEAN_IMAGE]
     tr = causes(model, image, target, rpn_post_nms_top_n_test=1)
     assert len(tr.misses) >= len(target["labels"]) - 1
     assert {(m.stage, m.reason) for m in tr.misses} == {("longlist", "cap")}
@@ -460,19 +462,27 @@ def test_figures(model):
     plt.close(fig)
     fig = vt.errors(image, tr)
     texts = [t.get_text() for t in fig.axes[0].texts]
-    assert sum(t.startswith("missed: ") for t in texts) == len(tr.misses)
+    # every miss drawn black dashed; on this crowd a label that would cover another is left out
+    dashed = [p for p in fig.axes[0].patches if isinstance(p, Rectangle) and p.get_linestyle() == "--"]
+    assert len(dashed) == len(tr.misses)
+    assert 0 < sum(t.startswith("missed: ") for t in texts) <= len(tr.misses)
     plt.close(fig)
 
 
 def test_ledger_ends_where_the_miss_is(model):
-    """The ledger's first empty step is the miss's step (val image 36: class NMS and background)."""
+    """The step at which the ledger's count falls to zero for good is the miss's step (val image 13:
+    class NMS and background). Not always the first zero: a proposal that does not cover the
+    object (IoU < 0.5) can be refined into a candidate that does, so the count can come back."""
     image, target = shapes_val()[CLASS_NMS_IMAGE]
     tr = explain(model, image, target)
-    for m in tr.misses:
+    steps = {("shortlist", "nms"): "shortlist: nms", ("classification", "background"): "shortlist: score_threshold"}
+    followed = [m for m in tr.misses if (m.stage, m.reason) in steps]
+    assert {(m.stage, m.reason) for m in followed} == set(steps)
+    for m in followed:
         ledger = tr.ledger(m.gt_index)
-        first_zero = next(k for k, v in ledger.items() if v == 0)
-        step = {"nms": "shortlist: nms", "background": "shortlist: score_threshold"}[m.reason]
-        assert first_zero == step
+        counts = list(ledger.items())
+        last_covered = max(i for i, (_, v) in enumerate(counts) if v > 0)
+        assert counts[last_covered + 1][0] == steps[(m.stage, m.reason)]
 
 
 # --- the command line's helpers ---------------------------------------------------------------------
@@ -481,11 +491,14 @@ def test_explain_images_writes_a_figure_and_a_report(tmp_path, model):
     from minimask.predict import explain_images
     from minimask.shapes import CLASS_NAMES
 
-    image = str(SHAPES_VAL / "images" / "000037.png")
-    written = explain_images([image], tmp_path, ["000037"], model, list(CLASS_NAMES),
+    image = str(SHAPES_VAL / "images" / CLASS_NMS_FILE)
+    written = explain_images([image], tmp_path, [CLASS_NMS_FILE[:-4]], model, list(CLASS_NAMES),
                              annotations=str(SHAPES_VAL / "annotations.json"), progress=False)  # fmt: skip
-    assert sorted(p.name for p in written) == ["000037_explain.png", "000037_explain.txt"]
-    text = (tmp_path / "000037_explain.txt").read_text()
+    assert sorted(p.name for p in written) == [
+        f"{CLASS_NMS_FILE[:-4]}_explain.png",
+        f"{CLASS_NMS_FILE[:-4]}_explain.txt",
+    ]
+    text = (tmp_path / f"{CLASS_NMS_FILE[:-4]}_explain.txt").read_text()
     assert "lost in the shortlist, NMS per class [shortlist/nms]" in text and "false positives" in text
 
 
@@ -503,7 +516,7 @@ def test_targets_for_files_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json"):
-        targets_for_files([str(SHAPES_VAL / "images" / "000037.png")], str(bad))
+        targets_for_files([str(SHAPES_VAL / "images" / CLASS_NMS_FILE)], str(bad))
 
 
 def test_explain_a_torchvision_model_through_compat():
@@ -568,14 +581,14 @@ def test_predict_explain_cli(tmp_path):
 
     from minimask.data import SHAPES_VAL
 
-    image = str(SHAPES_VAL / "images" / "000037.png")
+    image = str(SHAPES_VAL / "images" / CLASS_NMS_FILE)
     ann = str(SHAPES_VAL / "annotations.json")
     cmd = [sys.executable, "-m", "minimask.predict"]
     done = subprocess.run([*cmd, image, "--explain", "--annotations", ann, "--out", str(tmp_path / "out")],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (tmp_path / "out" / "000037_explain.png").stat().st_size > 1000
-    assert "[shortlist/nms]" in (tmp_path / "out" / "000037_explain.txt").read_text()
+    assert (tmp_path / "out" / f"{CLASS_NMS_FILE[:-4]}_explain.png").stat().st_size > 1000
+    assert "[shortlist/nms]" in (tmp_path / "out" / f"{CLASS_NMS_FILE[:-4]}_explain.txt").read_text()
     stray = tmp_path / "stray.png"
     from PIL import Image
 

@@ -518,10 +518,11 @@ def nms_frame(
     """
     gone = shortlist.dropped["nms"]
     drawn = gone[candidate_scores[gone].argsort(descending=True)][:best]
-    fig, ax = plt.subplots(figsize=(FIG_WIDTH, FIG_WIDTH))  # the legend in 3 columns leaves the picture its width
+    # the legend in 2 columns: 3 ran past the frame's edges with six classes kept
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, FIG_WIDTH))
     detections_panel(
         image, shortlist.boxes, shortlist.labels, shortlist.scores, class_names, ax=ax,
         dropped={"nms": (candidate_boxes[drawn], len(gone))}, gt_boxes=gt_boxes, title=title, tags=False,
-        zoom=6, legend_columns=3,
+        zoom=6, legend_columns=2,
     )  # fmt: skip
     return fig
