@@ -86,11 +86,14 @@ def resize_and_pad(images: Sequence[Tensor], batch, mean, std, axes=None) -> Fig
     """Chapter 2. Each image as given and as the network gets it, at one pixel scale.
 
     One row per image: left the original, right its slice of ``batch.tensors`` (resized,
-    then zero-padded to the batch's padded size; the padding hatched). Both panels span the
-    padded size, so an enlarged image looks larger.
+    then zero-padded to the batch's padded size; the padding hatched). All panels span the
+    largest of the originals and the padded size, so an enlarged image looks larger and a
+    shrunk one smaller, and no image is cut.
     """
     n = len(images)
     hp, wp = batch.padded_size
+    hmax = max([hp] + [size[0] for size in batch.original_sizes])
+    wmax = max([wp] + [size[1] for size in batch.original_sizes])
     fig, axes = _axes_grid(n, 2, (FIG_WIDTH, 3.1 * n), axes)
     for i, image in enumerate(images):
         (h, w), (oh, ow) = batch.image_sizes[i], batch.original_sizes[i]
@@ -107,8 +110,8 @@ def resize_and_pad(images: Sequence[Tensor], batch, mean, std, axes=None) -> Fig
         scale = batch.scale_factors[i]
         right.set_title(f"network: {h}×{w} (×{scale:.3g}), padded {hp}×{wp}", fontsize=SMALL)
         for ax in (left, right):
-            ax.set_xlim(-0.5, wp - 0.5)
-            ax.set_ylim(hp - 0.5, -0.5)
+            ax.set_xlim(-0.5, wmax - 0.5)
+            ax.set_ylim(hmax - 0.5, -0.5)
             ax.tick_params(labelsize=SMALL)
     fig.tight_layout()
     return fig
