@@ -217,7 +217,7 @@ def anchor_grid(obj, picture, axes=None) -> Figure:
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
         n = obj.num_per_level[level]
-        ax.set_title(f"{level_name(level)}: stride {sx}, {gh}×{gw}×{obj.anchors_per_location} = {n:,}",
+        ax.set_title(f"{level_name(level)}: stride {sx}\n{gh}×{gw}×{obj.anchors_per_location} = {n:,}",
                      fontsize=SMALL, color=level_color(level))  # fmt: skip
     bar = flat[levels] if levels < len(flat) else None
     if bar is not None:
