@@ -211,3 +211,20 @@ def test_kernel_figures_are_pictures_whatever_mplbackend():
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+@needs_chromium
+def test_a_picture_that_moved_is_found_again_not_called_blank(site):
+    """The blank check's later captures re-locate the picture (scrolled into the window): given a
+    stale box over white space below the column, a picture far down the page is still seen."""
+    page = site / "moved.html"
+    page.write_text(PAGE.format(title="moved", body="<div style='height:2500px'></div><img src='frame1.png'>"))
+    browser = sitecheck.Browser(sitecheck.find_chromium(), 1280, 900)
+    try:
+        tab = sitecheck.Tab(browser)
+        assert tab.navigate(page.resolve().as_uri()) is None
+        stale = {"x": 900.0, "y": 100.0, "width": 200.0, "height": 120.0}  # white: nothing there
+        assert sitecheck._looks_blank(tab, stale, attempts=2)  # without re-locating: blank
+        assert not sitecheck._looks_blank(tab, stale, attempts=2, locate=sitecheck.LOCATE_IMAGE % 0)
+    finally:
+        browser.close()

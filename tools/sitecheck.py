@@ -396,11 +396,32 @@ def _short(url: str, root: Path) -> str:
     return url if len(url) < 100 else url[:97] + "..."
 
 
-def _looks_blank(tab: Tab, box: dict, attempts: int = 4) -> bool:
+# Image i of the article scrolled to the middle of the window, decoded and painted; its box.
+LOCATE_IMAGE = r"""
+(async (i) => {
+  const root = document.querySelector('article') || document.body;
+  const e = root.querySelectorAll('img')[i];
+  document.documentElement.style.scrollBehavior = 'auto';
+  e.scrollIntoView({block: 'center', inline: 'nearest', behavior: 'instant'});
+  try { await e.decode(); } catch (err) {}
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const r = e.getBoundingClientRect();
+  return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height};
+})(%d)
+"""
+
+
+def _looks_blank(tab: Tab, box: dict, attempts: int = 4, locate: str | None = None) -> bool:
     """A picture is blank only if every capture of it is: on a slow machine the first capture of a
-    long page can come before the picture is painted (a blank picture stays blank)."""
+    long page can come before the picture is painted, or the page can still move under it (a
+    blank picture stays blank). ``locate``: a script that scrolls the picture into the window
+    and returns its box again; the captures after the first are taken there, inside the window."""
     for k in range(attempts):
-        if not is_blank(tab.screenshot(_clip(box))):
+        if k and locate:
+            shot = tab.screenshot(_clip(tab.evaluate(locate)), capture_beyond=False)
+        else:
+            shot = tab.screenshot(_clip(box))
+        if not is_blank(shot):
             return False
         time.sleep(0.25 * (k + 1))
     return True
@@ -584,14 +605,14 @@ def check_page(tab: Tab, path: Path, root: Path, shots: Path | None) -> PageResu
                 break
     for text in page["textFigures"]:
         result.problems.append(f"a figure holds no picture, only text: {text!r}")
-    for image in page["images"]:
+    for i, image in enumerate(page["images"]):
         name = _short(image["src"], root)
         if not image["complete"] or image["natural"][0] == 0:
             result.problems.append(f"image does not load: {name}")
             continue
         result.figures += 1
         if image["visible"] and image["box"]["width"] >= 8 and image["box"]["height"] >= 8:
-            if _looks_blank(tab, image["box"]):
+            if _looks_blank(tab, image["box"], locate=LOCATE_IMAGE % i):
                 result.problems.append(f"blank image (one colour): {name}")
             shown, drawn = image["box"]["width"], image["natural"][0]
             if not image["svg"] and shown < MAX_FIGURE_SHRINK * drawn:
