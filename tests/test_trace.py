@@ -28,7 +28,12 @@ from minimask.trace import CAUSES, IOU_TYPES, MISS_CAUSES, WORDS, Trace, explain
 # background, so the score threshold alone decides it; 13, a crowd of 77 objects, loses one in
 # class NMS and others called background (only crowd images lose an object in class NMS).
 CLEAN_IMAGE, THRESHOLD_IMAGE, CLASS_NMS_IMAGE = 7, 56, 13
-CLASS_NMS_FILE = "000014.png"  # val image 13's file
+
+
+def class_nms_file():
+    """The file of val image CLASS_NMS_IMAGE, as its annotations name it."""
+    val = shapes_val()
+    return val.images_dir / val.image_info(CLASS_NMS_IMAGE)["file_name"]
 
 
 @pytest.fixture(scope="module")
@@ -491,14 +496,11 @@ def test_explain_images_writes_a_figure_and_a_report(tmp_path, model):
     from minimask.predict import explain_images
     from minimask.shapes import CLASS_NAMES
 
-    image = str(SHAPES_VAL / "images" / CLASS_NMS_FILE)
-    written = explain_images([image], tmp_path, [CLASS_NMS_FILE[:-4]], model, list(CLASS_NAMES),
+    path = class_nms_file()
+    written = explain_images([str(path)], tmp_path, [path.stem], model, list(CLASS_NAMES),
                              annotations=str(SHAPES_VAL / "annotations.json"), progress=False)  # fmt: skip
-    assert sorted(p.name for p in written) == [
-        f"{CLASS_NMS_FILE[:-4]}_explain.png",
-        f"{CLASS_NMS_FILE[:-4]}_explain.txt",
-    ]
-    text = (tmp_path / f"{CLASS_NMS_FILE[:-4]}_explain.txt").read_text()
+    assert sorted(p.name for p in written) == [f"{path.stem}_explain.png", f"{path.stem}_explain.txt"]
+    text = (tmp_path / f"{path.stem}_explain.txt").read_text()
     assert "lost in the shortlist, NMS per class [shortlist/nms]" in text and "false positives" in text
 
 
@@ -516,7 +518,7 @@ def test_targets_for_files_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json"):
-        targets_for_files([str(SHAPES_VAL / "images" / CLASS_NMS_FILE)], str(bad))
+        targets_for_files([str(class_nms_file())], str(bad))
 
 
 def test_explain_a_torchvision_model_through_compat():
@@ -581,14 +583,14 @@ def test_predict_explain_cli(tmp_path):
 
     from minimask.data import SHAPES_VAL
 
-    image = str(SHAPES_VAL / "images" / CLASS_NMS_FILE)
-    ann = str(SHAPES_VAL / "annotations.json")
+    path = class_nms_file()
+    image, ann = str(path), str(SHAPES_VAL / "annotations.json")
     cmd = [sys.executable, "-m", "minimask.predict"]
     done = subprocess.run([*cmd, image, "--explain", "--annotations", ann, "--out", str(tmp_path / "out")],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (tmp_path / "out" / f"{CLASS_NMS_FILE[:-4]}_explain.png").stat().st_size > 1000
-    assert "[shortlist/nms]" in (tmp_path / "out" / f"{CLASS_NMS_FILE[:-4]}_explain.txt").read_text()
+    assert (tmp_path / "out" / f"{path.stem}_explain.png").stat().st_size > 1000
+    assert "[shortlist/nms]" in (tmp_path / "out" / f"{path.stem}_explain.txt").read_text()
     stray = tmp_path / "stray.png"
     from PIL import Image
 
