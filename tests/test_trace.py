@@ -14,6 +14,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers_cases import class_nms_image, clean_image, threshold_image  # found with the shipped model
 
 from minimask import Config, MaskRCNN, coco_eval, load_pretrained
 from minimask.anchors import cell_anchors
@@ -22,18 +23,11 @@ from minimask.explain import FP_KINDS, explain_dataset, false_positives
 from minimask.fates import FATES, KEPT
 from minimask.trace import CAUSES, IOU_TYPES, MISS_CAUSES, WORDS, Trace, explain
 
-# Val images the cause tests start from (found by explaining every val image with the shipped
-# model; look again after retraining it): 7 has 8 objects and no miss, so a changed threshold is
-# the only cause; in 56 (8 objects, no miss) the weakest match's class also beats the
-# background, so the score threshold alone decides it; 13, a crowd of 77 objects, loses one in
-# class NMS and others called background (only crowd images lose an object in class NMS).
-CLEAN_IMAGE, THRESHOLD_IMAGE, CLASS_NMS_IMAGE = 7, 56, 13
-
 
 def class_nms_file():
-    """The file of val image CLASS_NMS_IMAGE, as its annotations name it."""
+    """The file of the val image that loses an object in class NMS, as its annotations name it."""
     val = shapes_val()
-    return val.images_dir / val.image_info(CLASS_NMS_IMAGE)["file_name"]
+    return val.images_dir / val.image_info(class_nms_image())["file_name"]
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +164,7 @@ def constructs(*cause_list):
 @constructs(("shortlist", "cap"))
 def test_detection_cap(model):
     """A cap of 1: every other object is lost at the shortlist's cap."""
-    image, target = shapes_val()[CLEAN_IMAGE]
+    image, target = shapes_val()[clean_image()]
     tr = causes(model, image, target, box_detections_per_img=1)
     assert len(tr.matches) == 1 and len(tr.misses) == len(target["labels"]) - 1
     assert {(m.stage, m.reason) for m in tr.misses} == {("shortlist", "cap")}
@@ -181,7 +175,7 @@ def test_detection_cap(model):
 @constructs(("shortlist", "score_threshold"))
 def test_score_threshold_drops_exactly_one_object(model):
     """box_score_thresh set to the lowest matched score: that object alone is lost at the threshold."""
-    image, target = shapes_val()[THRESHOLD_IMAGE]
+    image, target = shapes_val()[threshold_image()]
     base = explain(model, image, target)
     weakest = min(base.matches, key=lambda m: base.shortlist.scores[m.detection])
     score = float(base.shortlist.scores[weakest.detection])
@@ -196,10 +190,10 @@ def test_score_threshold_drops_exactly_one_object(model):
 
 @constructs(("shortlist", "nms"))
 def test_class_nms_collision(model):
-    """Val image 13 (CLASS_NMS_IMAGE): one object's best candidate is suppressed in class NMS by a
+    """The class-NMS val image (``class_nms_image``): one object's best candidate is suppressed in class NMS by a
     detection it overlaps (IoU > 0.5). The miss names that detection, the record agrees on
     who suppressed whom, and raising box_nms_thresh above their IoU brings the object back."""
-    image, target = shapes_val()[CLASS_NMS_IMAGE]
+    image, target = shapes_val()[class_nms_image()]
     tr = explain(model, image, target)
     miss = next(m for m in tr.misses if (m.stage, m.reason) == ("shortlist", "nms"))
     assert miss.numbers["suppressor_iou"] > model.config.box_nms_thresh
@@ -213,7 +207,7 @@ def test_class_nms_collision(model):
 @constructs(("longlist", "pre_nms_top_k"))
 def test_pre_nms_top_k(model):
     """One anchor per level before NMS: the objects without it are lost at the level's top-k."""
-    image, target = shapes_val()[CLEAN_IMAGE]
+    image, target = shapes_val()[clean_image()]
     tr = causes(model, image, target, rpn_pre_nms_top_n_test=1)
     assert tr.misses and {(m.stage, m.reason) for m in tr.misses} == {("longlist", "pre_nms_top_k")}
     for m in tr.misses:
@@ -225,7 +219,7 @@ def test_pre_nms_top_k(model):
 @constructs(("longlist", "cap"))
 def test_post_nms_top_k(model):
     """One proposal per image: every other object is lost at the post-NMS cap."""
-    image, target = shapes_val()[CLEAN_IMAGE]
+    image, target = shapes_val()[clean_image()]
     tr = causes(model, image, target, rpn_post_nms_top_n_test=1)
     assert len(tr.misses) >= len(target["labels"]) - 1
     assert {(m.stage, m.reason) for m in tr.misses} == {("longlist", "cap")}
@@ -278,7 +272,7 @@ def test_detectron2_order_cap_then_small_box(model):
     matched detection and a box_min_size that drops the smallest one kept: the funnel and the
     ledger follow the order run, the first object is lost at ``cap``, the second at ``small_box``
     (by the class constant STEPS order, its candidates' last step would be ``nms``)."""
-    image, target = shapes_val()[CLEAN_IMAGE]
+    image, target = shapes_val()[clean_image()]
     base = causes(model, image, target, **DETECTRON2_RULES)
     assert base.shortlist.steps == ("score_threshold", "nms", "cap", "small_box") != base.shortlist.STEPS
     matched = sorted(base.matches, key=lambda m: m.detection)  # best score first
@@ -364,7 +358,7 @@ def test_anchors_that_cannot_reach_the_object(model):
 def test_mask_quality(model):
     """Mask logits pushed to -50: boxes still match, every mask is empty: by mask every object is
     lost in the segmentation; by box none is."""
-    image, target = shapes_val()[CLEAN_IMAGE]
+    image, target = shapes_val()[clean_image()]
     m = _with_weights(model, lambda m: m.roi_heads.mask_predictor.mask_fcn_logits.bias.sub_(50))
     tr = explain(m, image, target)
     assert not tr.matches and all(d >= 0 for d in tr.box_matching[1])
@@ -452,7 +446,7 @@ def test_figures(model):
     from minimask.viz import plt
     from minimask.viz import trace as vt
 
-    image, target = shapes_val()[CLASS_NMS_IMAGE]
+    image, target = shapes_val()[class_nms_image()]
     tr = explain(model, image, target)
     gt = next(m.gt_index for m in tr.matches if m.detection == 0)
     lost = next(m.gt_index for m in tr.misses if (m.stage, m.reason) == ("shortlist", "nms"))
@@ -475,10 +469,10 @@ def test_figures(model):
 
 
 def test_ledger_ends_where_the_miss_is(model):
-    """The step at which the ledger's count falls to zero for good is the miss's step (val image 13:
-    class NMS and background). Not always the first zero: a proposal that does not cover the
+    """The step at which the ledger's count falls to zero for good is the miss's step (the class-NMS val
+    image: class NMS and background). Not always the first zero: a proposal that does not cover the
     object (IoU < 0.5) can be refined into a candidate that does, so the count can come back."""
-    image, target = shapes_val()[CLASS_NMS_IMAGE]
+    image, target = shapes_val()[class_nms_image()]
     tr = explain(model, image, target)
     steps = {("shortlist", "nms"): "shortlist: nms", ("classification", "background"): "shortlist: score_threshold"}
     followed = [m for m in tr.misses if (m.stage, m.reason) in steps]

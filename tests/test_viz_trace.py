@@ -13,6 +13,7 @@ import math
 import matplotlib.pyplot as plt
 import pytest
 import torch
+from helpers_cases import portrait_two_causes_image
 from matplotlib.colors import to_hex
 from pycocotools.coco import COCO
 
@@ -115,9 +116,9 @@ def test_crop_case_crops_image_and_masks_alike():
 
 @pytest.fixture(scope="module")
 def example():
-    """Validation image 23: 8 objects, one called background and one with a poor mask."""
+    """An ordinary portrait val image whose misses have two causes (found with the shipped model)."""
     model = load_pretrained("shapes")
-    image, target = shapes_val()[23]  # 8 objects, two misses of different causes
+    image, target = shapes_val()[portrait_two_causes_image()]
     return image, explain(model, image, target)
 
 
