@@ -19,9 +19,15 @@ from minimask.trace import explain
 
 
 @lru_cache(maxsize=1)
+def shipped():
+    """The shipped model, loaded once for every finder (none of them changes it)."""
+    return load_pretrained("shapes")
+
+
+@lru_cache(maxsize=1)
 def val_records() -> dict[int, dict]:
     """Index -> ``explain_images`` record of every val image (shipped model, matched by mask)."""
-    return dict(explain_images(load_pretrained("shapes"), shapes_val(), iou_type="segm"))
+    return dict(explain_images(shipped(), shapes_val(), iou_type="segm"))
 
 
 def causes(index: int) -> set[tuple[str, str]]:
@@ -60,7 +66,7 @@ def threshold_image() -> int:
     """A clean val image whose weakest match's proposal gives the matched class the highest
     probability (above the background): raising the score threshold to that match's score then
     loses it at the threshold itself, not in the classification."""
-    model, val = load_pretrained("shapes"), shapes_val()
+    model, val = shipped(), shapes_val()
 
     def weakest_is_its_class(i: int) -> bool:
         tr = explain(model, *val[i])
@@ -75,8 +81,7 @@ def threshold_image() -> int:
 
 @lru_cache(maxsize=1)
 def class_nms_image() -> int:
-    """The first val image that loses one object in class NMS and another called background
-    (with the shipped model only crowd images lose an object in class NMS)."""
+    """The first val image that loses one object in class NMS and another called background."""
     want = {("shortlist", "nms"), ("classification", "background")}
     return _first((i for i in val_records() if want <= causes(i)), "with a class-NMS and a background miss")
 
